@@ -1,0 +1,64 @@
+import { isCorralError, type ErrorCode } from '@corral/domain';
+
+// What a client of the gateway (REST or gRPC) is told about a failure. Every
+// code has a fixed message, because the error may have come from a backend
+// service whose text (SQL, addresses, stack traces) must not leave the
+// control plane. Only INVALID_ARGUMENT keeps its message and field: those are
+// written by Corral's validation for the caller, to say what to fix.
+
+export interface ClientFacing {
+  httpStatus: number;
+  message: string;
+}
+
+/** The one mapping from Corral's error codes to what clients see. */
+export function clientFacing(code: ErrorCode): ClientFacing {
+  switch (code) {
+    case 'INVALID_ARGUMENT':
+      return { httpStatus: 400, message: 'invalid argument' };
+    case 'UNAUTHENTICATED':
+      return { httpStatus: 401, message: 'authentication required' };
+    case 'PERMISSION_DENIED':
+      return { httpStatus: 403, message: 'permission denied' };
+    case 'NOT_FOUND':
+      return { httpStatus: 404, message: 'resource not found' };
+    case 'ALREADY_EXISTS':
+      return { httpStatus: 409, message: 'resource already exists' };
+    case 'CONFLICT':
+      return { httpStatus: 409, message: 'the request conflicts with the current state of the resource' };
+    // 409 rather than 400: the request itself was fine, the resource's state
+    // is what stops it, and retrying after that state changes can succeed.
+    case 'FAILED_PRECONDITION':
+      return { httpStatus: 409, message: 'the resource is not in a state that allows this operation' };
+    case 'RESOURCE_EXHAUSTED':
+      return { httpStatus: 429, message: 'resource exhausted, try again later' };
+    case 'UNAVAILABLE':
+      return { httpStatus: 503, message: 'service unavailable' };
+    case 'DEADLINE_EXCEEDED':
+      return { httpStatus: 504, message: 'the operation timed out' };
+    case 'INTERNAL':
+      return { httpStatus: 500, message: 'internal error' };
+  }
+}
+
+export interface PublicError {
+  code: ErrorCode;
+  httpStatus: number;
+  message: string;
+  field?: string;
+}
+
+/** Any thrown value as what a client may see. Anything not a Corral error is INTERNAL. */
+export function toPublicError(err: unknown): PublicError {
+  const code: ErrorCode = isCorralError(err) ? err.code : 'INTERNAL';
+  const facing = clientFacing(code);
+  if (code === 'INVALID_ARGUMENT' && isCorralError(err)) {
+    return { code, httpStatus: facing.httpStatus, message: err.message || facing.message, ...(err.field ? { field: err.field } : {}) };
+  }
+  return { code, ...facing };
+}
+
+/** Whether a failure is the control plane's fault rather than the caller's: worth logging in full. */
+export function isServerFault(code: ErrorCode): boolean {
+  return code === 'INTERNAL' || code === 'UNAVAILABLE' || code === 'DEADLINE_EXCEEDED';
+}

@@ -1,0 +1,80 @@
+import type { FastifyInstance } from 'fastify';
+import { silentLogger } from '@corral/logging';
+import { createCorralOperations } from '../operations/corral-operations';
+import { FakeHostRegistry, FakeScheduler, fakeAuthenticator } from '../testing/fake-backends';
+import { buildHttpApp } from './http-app';
+
+describe('OpenAPI document', () => {
+  let app: FastifyInstance;
+  let doc: {
+    openapi: string;
+    paths: Record<string, Record<string, { security?: unknown[]; requestBody?: unknown; responses: Record<string, unknown> }>>;
+    components: { securitySchemes: Record<string, unknown>; schemas: Record<string, unknown> };
+    security: unknown[];
+  };
+
+  beforeAll(async () => {
+    app = await buildHttpApp({
+      operations: createCorralOperations({ scheduler: new FakeScheduler(), hostRegistry: new FakeHostRegistry(), authenticate: fakeAuthenticator({}) }),
+      logger: silentLogger,
+      bodyLimitBytes: 1024,
+    });
+    const res = await app.inject({ method: 'GET', url: '/openapi.json' });
+    expect(res.statusCode).toBe(200);
+    doc = res.json();
+  });
+  afterAll(() => app.close());
+
+  it('is OpenAPI 3.1', () => {
+    expect(doc.openapi).toMatch(/^3\.1\./);
+  });
+
+  it('lists every route', () => {
+    const routes = Object.entries(doc.paths).flatMap(([path, methods]) => Object.keys(methods).map((m) => `${m.toUpperCase()} ${path}`));
+    expect(routes.sort()).toEqual(
+      [
+        'GET /healthz',
+        'GET /readyz',
+        'GET /v1/whoami',
+        'POST /v1/hosts/registration-tokens',
+        'GET /v1/hosts',
+        'GET /v1/hosts/{id}',
+        'POST /v1/workloads',
+        'GET /v1/workloads',
+        'GET /v1/workloads/{id}',
+        'DELETE /v1/workloads/{id}',
+        'GET /v1/workloads/{id}/logs',
+        'POST /v1/workloads/{id}/pause',
+        'POST /v1/workloads/{id}/resume',
+      ].sort(),
+    );
+  });
+
+  it('declares bearer authentication, waived only for health checks', () => {
+    expect(doc.components.securitySchemes).toEqual({ bearerAuth: expect.objectContaining({ type: 'http', scheme: 'bearer' }) });
+    expect(doc.security).toEqual([{ bearerAuth: [] }]);
+    expect(doc.paths['/healthz'].get.security).toEqual([]);
+    expect(doc.paths['/v1/workloads'].post.security).toBeUndefined();
+  });
+
+  it('describes request bodies and named response schemas', () => {
+    expect(Object.keys(doc.components.schemas)).toEqual(expect.arrayContaining(['Workload', 'Host', 'Error']));
+    const create = doc.paths['/v1/workloads'].post;
+    expect(JSON.stringify(create.requestBody)).toContain('"additionalProperties":false');
+    expect(JSON.stringify(create.responses['201'])).toContain('#/components/schemas/Workload');
+    expect(JSON.stringify(doc.paths['/v1/workloads/{id}/logs'].get.responses['200'])).toContain('text/plain');
+    expect(JSON.stringify(doc.paths['/v1/workloads/{id}/pause'].post.responses['200'])).toContain('#/components/schemas/Workload');
+    const workload = JSON.stringify(doc.components.schemas['Workload']);
+    for (const field of ['"image"', '"resources"', '"routes"', '"ports"', '"guestPort"', '"hostPort"', '"vm"']) expect(workload).toContain(field);
+    const body = JSON.stringify(create.requestBody);
+    for (const field of ['"image"', '"memoryMb"', '"vcpus"', '"routes"', '"kernel"']) expect(body).toContain(field);
+  });
+
+  it('serves Swagger UI from the package, not a CDN', async () => {
+    const page = await app.inject({ method: 'GET', url: '/docs/' });
+    expect(page.statusCode).toBe(200);
+    expect(page.body).not.toMatch(/https?:\/\/(unpkg|cdn)/);
+    const bundle = await app.inject({ method: 'GET', url: '/docs/static/swagger-ui-bundle.js' });
+    expect(bundle.statusCode).toBe(200);
+  });
+});

@@ -1,0 +1,218 @@
+import { randomUUID } from 'node:crypto';
+import {
+  FailedPreconditionError,
+  NotFoundError,
+  UnauthenticatedError,
+  instanceStateFromProto,
+  instanceStateToProto,
+  pauseResumeAction,
+  validateWorkloadSpec,
+  workloadExtrasFromWire,
+  workloadExtrasToWire,
+  type InstanceState,
+} from '@corral/domain';
+import { HostStatus, hostRegistryV1, schedulerV1 } from '@corral/proto';
+import type { Caller } from '../operations/caller';
+import type { ApiKeyAuthenticator, HostRegistry, WorkloadScheduler } from '../operations/ports';
+
+// In-memory stand-ins for the scheduler, the host registry and the API key
+// store, for tests of the gateway's adapters. They keep the backends'
+// contracts that the gateway relies on: team scoping ('' = all teams),
+// not-found for another team's workload, idempotent stop, server-side spec
+// validation. `failNext` makes the next call throw, to test error mapping.
+
+export class FakeScheduler implements WorkloadScheduler {
+  readonly workloads = new Map<string, schedulerV1.Workload>();
+  readonly logs = new Map<string, Buffer>();
+  readonly calls: { method: string; request: unknown }[] = [];
+  /** Log streams currently open (a followed stream stays open until its workload is settled or it is cancelled). */
+  openStreams = 0;
+  private failure: unknown;
+
+  failNext(err: unknown) {
+    this.failure = err;
+  }
+
+  private enter(method: string, request: unknown) {
+    this.calls.push({ method, request });
+    const failure = this.failure;
+    this.failure = undefined;
+    if (failure !== undefined) throw failure;
+  }
+
+  private visible(id: string, teamId: string): schedulerV1.Workload {
+    const workload = this.workloads.get(id);
+    if (!workload || (teamId !== '' && workload.teamId !== teamId)) throw new NotFoundError(`workload ${id} not found`);
+    return workload;
+  }
+
+  add(partial: Omit<Partial<schedulerV1.Workload>, 'state'> & { state?: InstanceState }): schedulerV1.Workload {
+    const { state, ...rest } = partial;
+    const now = new Date('2026-01-01T00:00:00Z');
+    const workload = schedulerV1.Workload.fromPartial({
+      id: randomUUID(),
+      name: 'w',
+      driver: 'process',
+      command: ['sleep', '60'],
+      createdAt: now,
+      updatedAt: now,
+      ...rest,
+      state: instanceStateToProto(state ?? 'running'),
+    });
+    this.workloads.set(workload.id, workload);
+    return workload;
+  }
+
+  async createWorkload(request: schedulerV1.CreateWorkloadRequest): Promise<schedulerV1.CreateWorkloadResponse> {
+    this.enter('createWorkload', request);
+    const spec = validateWorkloadSpec({ name: request.name, driver: request.driver, command: request.command, env: request.env, ...workloadExtrasFromWire(request) });
+    const workload = this.add({
+      name: spec.name,
+      driver: spec.driver,
+      command: spec.command,
+      envKeys: Object.keys(spec.env),
+      teamId: request.teamId,
+      state: 'pending',
+      ...workloadExtrasToWire(spec),
+    });
+    return { workload };
+  }
+
+  async pauseWorkload(request: schedulerV1.PauseWorkloadRequest): Promise<schedulerV1.PauseWorkloadResponse> {
+    this.enter('pauseWorkload', request);
+    return { workload: this.pauseOrResume(request, 'paused') };
+  }
+
+  async resumeWorkload(request: schedulerV1.ResumeWorkloadRequest): Promise<schedulerV1.ResumeWorkloadResponse> {
+    this.enter('resumeWorkload', request);
+    return { workload: this.pauseOrResume(request, 'running') };
+  }
+
+  private pauseOrResume(request: { id: string; teamId: string }, to: 'paused' | 'running'): schedulerV1.Workload {
+    const workload = this.visible(request.id, request.teamId);
+    const action = pauseResumeAction(instanceStateFromProto(workload.state), to);
+    if (action === 'refuse') throw new FailedPreconditionError(`workload ${request.id} cannot be ${to === 'paused' ? 'paused' : 'resumed'} now`);
+    workload.state = instanceStateToProto(to);
+    return workload;
+  }
+
+  async getWorkload(request: schedulerV1.GetWorkloadRequest): Promise<schedulerV1.GetWorkloadResponse> {
+    this.enter('getWorkload', request);
+    return { workload: this.visible(request.id, request.teamId) };
+  }
+
+  async listWorkloads(request: schedulerV1.ListWorkloadsRequest): Promise<schedulerV1.ListWorkloadsResponse> {
+    this.enter('listWorkloads', request);
+    return { workloads: [...this.workloads.values()].filter((w) => request.teamId === '' || w.teamId === request.teamId) };
+  }
+
+  async stopWorkload(request: schedulerV1.StopWorkloadRequest): Promise<schedulerV1.StopWorkloadResponse> {
+    this.enter('stopWorkload', request);
+    const workload = this.visible(request.id, request.teamId);
+    const settled = ['INSTANCE_STATE_STOPPED', 'INSTANCE_STATE_FAILED', 'INSTANCE_STATE_RETIRED'].includes(workload.state);
+    // The first stop leaves it stopping; the next finds it stopped, like a
+    // real workload whose process exits in between.
+    if (!settled && workload.state === 'INSTANCE_STATE_STOPPING') {
+      workload.state = instanceStateToProto('stopped');
+      workload.exited = true;
+      workload.exitCode = 143;
+    } else if (!settled) {
+      workload.state = instanceStateToProto('stopping');
+    }
+    return { workload };
+  }
+
+  async getWorkloadLogs(request: schedulerV1.GetWorkloadLogsRequest): Promise<schedulerV1.GetWorkloadLogsResponse> {
+    this.enter('getWorkloadLogs', request);
+    this.visible(request.id, request.teamId);
+    const all = this.logs.get(request.id) ?? Buffer.alloc(0);
+    const data = request.tailBytes > 0 && all.length > request.tailBytes ? all.subarray(all.length - request.tailBytes) : all;
+    return { data, truncated: data.length < all.length };
+  }
+
+  async *stream(
+    _method: 'streamWorkloadLogs',
+    request: schedulerV1.StreamWorkloadLogsRequest,
+    opts: { signal?: AbortSignal } = {},
+  ): AsyncGenerator<schedulerV1.StreamWorkloadLogsResponse> {
+    this.enter('streamWorkloadLogs', request);
+    this.visible(request.id, request.teamId);
+    this.openStreams++;
+    try {
+      const all = this.logs.get(request.id) ?? Buffer.alloc(0);
+      let offset = request.tailBytes > 0 ? Math.max(0, all.length - request.tailBytes) : 0;
+      for (;;) {
+        const settled = ['INSTANCE_STATE_STOPPED', 'INSTANCE_STATE_FAILED', 'INSTANCE_STATE_RETIRED'].includes(this.visible(request.id, request.teamId).state);
+        const now = this.logs.get(request.id) ?? Buffer.alloc(0);
+        if (now.length > offset) {
+          yield { data: now.subarray(offset) };
+          offset = now.length;
+        }
+        if (!request.follow || settled || opts.signal?.aborted) return;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    } finally {
+      this.openStreams--;
+    }
+  }
+}
+
+export class FakeHostRegistry implements HostRegistry {
+  readonly hosts = new Map<string, hostRegistryV1.Host>();
+  readonly tokens: hostRegistryV1.CreateRegistrationTokenRequest[] = [];
+  private failure: unknown;
+
+  failNext(err: unknown) {
+    this.failure = err;
+  }
+
+  private enter() {
+    const failure = this.failure;
+    this.failure = undefined;
+    if (failure !== undefined) throw failure;
+  }
+
+  add(partial: Partial<hostRegistryV1.Host>): hostRegistryV1.Host {
+    const host = hostRegistryV1.Host.fromPartial({
+      id: randomUUID(),
+      name: 'host',
+      status: HostStatus.HOST_STATUS_ONLINE,
+      agentAddress: '10.0.0.1:7000',
+      capacity: { cpuMillis: 2000, memoryMb: 4096, diskMb: 10240 },
+      usage: { cpuMillis: 0, memoryMb: 0, diskMb: 0 },
+      drivers: [{ name: 'process', healthy: true, version: '1', detail: '/usr/sbin secret detail' }],
+      lastHeartbeatAt: new Date('2026-01-01T00:00:00Z'),
+      createdAt: new Date('2026-01-01T00:00:00Z'),
+      ...partial,
+    });
+    this.hosts.set(host.id, host);
+    return host;
+  }
+
+  async createRegistrationToken(request: hostRegistryV1.CreateRegistrationTokenRequest): Promise<hostRegistryV1.CreateRegistrationTokenResponse> {
+    this.enter();
+    this.tokens.push(request);
+    return { id: randomUUID(), token: `crt_${randomUUID()}`, expiresAt: new Date(Date.now() + request.ttlSeconds * 1000) };
+  }
+
+  async listHosts(request: hostRegistryV1.ListHostsRequest): Promise<hostRegistryV1.ListHostsResponse> {
+    this.enter();
+    return { hosts: [...this.hosts.values()].filter((h) => request.teamId === '' || h.teamId === '' || h.teamId === request.teamId) };
+  }
+
+  async getHost(request: hostRegistryV1.GetHostRequest): Promise<hostRegistryV1.GetHostResponse> {
+    this.enter();
+    const host = this.hosts.get(request.id);
+    if (!host) throw new NotFoundError(`host ${request.id} not found`);
+    return { host };
+  }
+}
+
+/** An authenticator over a fixed table of keys. */
+export function fakeAuthenticator(keys: Record<string, Caller>): ApiKeyAuthenticator {
+  return async (presented) => {
+    const caller = keys[presented];
+    if (!caller) throw new UnauthenticatedError('unknown API key');
+    return caller;
+  };
+}

@@ -1,0 +1,183 @@
+import { Option, type Command } from 'commander';
+import { renderDetails, renderTable } from '../output/printer';
+import { workloadView, type WorkloadView } from '../output/views';
+import type { Session } from '../session';
+import { UsageError } from '../usage-error';
+import { envEntry, positiveInteger, routeOption, type RouteOption } from './parsers';
+
+interface RunOptions {
+  driver: string;
+  env?: Record<string, string>;
+  image?: string;
+  port?: RouteOption[];
+  memory?: number;
+  vcpus?: number;
+  vmMode?: string;
+  kernel?: string;
+  initrd?: string;
+  kernelArgs?: string;
+}
+
+function resourcesText(r: WorkloadView['resources']): string {
+  const parts = [r.vcpus === null ? '' : `${r.vcpus} vCPU`, r.memoryMb === null ? '' : `${r.memoryMb} MB`].filter(Boolean);
+  return parts.join(', ');
+}
+
+function workloadDetails(w: WorkloadView): string {
+  return renderDetails([
+    ['ID', w.id],
+    ['Name', w.name],
+    ['Team', w.teamId],
+    ['Driver', w.driver],
+    ['Command', JSON.stringify(w.command)],
+    ['Image', w.image],
+    ['VM', w.vm ? [w.vm.mode, w.vm.kernel, w.vm.initrd, w.vm.kernelArgs && JSON.stringify(w.vm.kernelArgs)].filter(Boolean).join(' ') : null],
+    ['Resources', resourcesText(w.resources)],
+    ['Env', w.envKeys.join(',')],
+    ['State', w.state],
+    ['Host', w.hostId],
+    ['Routes', w.routes.map((r) => `${r.name} ${r.port}/${r.protocol}`).join(', ')],
+    // host port → the port the workload listens on
+    ['Ports', w.ports.map((p) => `${p.name} ${p.hostPort}->${p.guestPort}/${p.protocol}`).join(', ')],
+    ['Exit code', w.exitCode],
+    ['Reason', w.reason],
+    ['Created', w.createdAt],
+    ['Updated', w.updatedAt],
+  ]);
+}
+
+function present<T>(value: T | undefined): T {
+  if (value === undefined) throw new Error('the gateway answered without a workload');
+  return value;
+}
+
+export function registerWorkloads(program: Command, session: Session): void {
+  const workloads = program.command('workloads').alias('workload').description('run and manage workloads');
+
+  workloads
+    .command('run')
+    .description('run a workload: corral workloads run NAME --driver process [--port http:8080] -- CMD ARGS...')
+    .argument('<name>', 'workload name: lowercase letters, digits and dashes')
+    .argument('[command...]', "the program and its arguments (put them after --); podman runs the image's own without one")
+    .requiredOption('--driver <driver>', 'process, podman or qemu')
+    .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', envEntry)
+    .option('--image <image>', 'podman: image reference; qemu unikernel: bootable image')
+    .option('-p, --port <name:port[/udp]>', 'a port the workload listens on; it gets a host port and $PORT_<NAME> (repeatable)', routeOption)
+    .option('--memory <mb>', 'memory in MB', positiveInteger)
+    .option('--vcpus <n>', 'virtual CPUs', positiveInteger)
+    .addOption(new Option('--vm-mode <mode>', 'qemu: microvm (needs --kernel) or unikernel (needs --image); default from the flags given').choices(['microvm', 'unikernel']))
+    .option('--kernel <path>', 'qemu microvm: kernel to boot')
+    .option('--initrd <path>', 'qemu microvm: initramfs')
+    .option('--kernel-args <args>', 'qemu: kernel command line')
+    .action(async (name: string, argv: string[], options: RunOptions, command: Command) => {
+      if (options.driver === 'process' && argv.length === 0) throw new UsageError('a process workload needs a command: put it after --');
+      const wantsVm = options.driver === 'qemu' || [options.vmMode, options.kernel, options.initrd, options.kernelArgs].some((v) => v !== undefined);
+      const res = await session.client(command).createWorkload({
+        name,
+        driver: options.driver,
+        command: argv,
+        env: options.env ?? {},
+        image: options.image ?? '',
+        resources: options.memory !== undefined || options.vcpus !== undefined ? { vcpus: options.vcpus ?? 0, memoryMb: options.memory ?? 0 } : undefined,
+        routes: options.port ?? [],
+        vm: wantsVm
+          ? {
+              mode: options.vmMode ?? (options.kernel ? 'microvm' : 'unikernel'),
+              kernel: options.kernel ?? '',
+              initrd: options.initrd ?? '',
+              kernelArgs: options.kernelArgs ?? '',
+            }
+          : undefined,
+      });
+      session.printer(command).result(workloadView(present(res.workload)), workloadDetails);
+    });
+
+  workloads
+    .command('list')
+    .alias('ls')
+    .description('list the workloads you can see')
+    .action(async (_options, command: Command) => {
+      const res = await session.client(command).listWorkloads({});
+      session.printer(command).result({ workloads: res.workloads.map(workloadView) }, ({ workloads: rows }) =>
+        renderTable(rows, [
+          { header: 'ID', value: (w) => w.id },
+          { header: 'NAME', value: (w) => w.name },
+          { header: 'STATE', value: (w) => w.state },
+          { header: 'DRIVER', value: (w) => w.driver },
+          { header: 'HOST', value: (w) => w.hostId ?? '' },
+          { header: 'EXIT', value: (w) => (w.exitCode === null ? '' : String(w.exitCode)) },
+          { header: 'CREATED', value: (w) => w.createdAt ?? '' },
+        ]),
+      );
+    });
+
+  workloads
+    .command('get')
+    .argument('<id>', 'workload id')
+    .description('show one workload')
+    .action(async (id: string, _options, command: Command) => {
+      const res = await session.client(command).getWorkload({ id });
+      session.printer(command).result(workloadView(present(res.workload)), workloadDetails);
+    });
+
+  workloads
+    .command('logs')
+    .argument('<id>', 'workload id')
+    .option('--tail <bytes>', 'how many bytes from the end (default 65536)', positiveInteger)
+    .option('-f, --follow', 'keep printing new output until the workload ends (or Ctrl-C)')
+    .description("print the end of a workload's output")
+    .action(async (id: string, options: { tail?: number; follow?: boolean }, command: Command) => {
+      if (options.follow) {
+        const printer = session.printer(command);
+        const interrupted = new AbortController();
+        const onInterrupt = () => interrupted.abort();
+        process.once('SIGINT', onInterrupt);
+        try {
+          const chunks = session.client(command).stream('streamWorkloadLogs', { id, tailBytes: options.tail ?? 0, follow: true }, { signal: interrupted.signal });
+          for await (const chunk of chunks) {
+            if (printer.format === 'json') session.io.stdout.write(`${JSON.stringify({ data: Buffer.from(chunk.data).toString('utf8') })}\n`);
+            else printer.raw(chunk.data);
+          }
+        } finally {
+          process.removeListener('SIGINT', onInterrupt);
+        }
+        return;
+      }
+      const res = await session.client(command).getWorkloadLogs({ id, tailBytes: options.tail ?? 0 });
+      const printer = session.printer(command);
+      if (printer.format === 'json') {
+        printer.result({ data: Buffer.from(res.data).toString('utf8'), truncated: res.truncated }, () => '');
+        return;
+      }
+      printer.raw(res.data);
+      if (res.truncated) session.io.stderr.write('(earlier output left out; use --tail to see more)\n');
+    });
+
+  workloads
+    .command('pause')
+    .argument('<id>', 'workload id')
+    .description('freeze a running workload in place (pausing a paused workload is fine)')
+    .action(async (id: string, _options, command: Command) => {
+      const res = await session.client(command).pauseWorkload({ id });
+      session.printer(command).result(workloadView(present(res.workload)), workloadDetails);
+    });
+
+  workloads
+    .command('resume')
+    .argument('<id>', 'workload id')
+    .description('resume a paused workload')
+    .action(async (id: string, _options, command: Command) => {
+      const res = await session.client(command).resumeWorkload({ id });
+      session.printer(command).result(workloadView(present(res.workload)), workloadDetails);
+    });
+
+  workloads
+    .command('stop')
+    .alias('rm')
+    .argument('<id>', 'workload id')
+    .description('stop a workload (stopping a stopped workload is fine)')
+    .action(async (id: string, _options, command: Command) => {
+      const res = await session.client(command).deleteWorkload({ id });
+      session.printer(command).result(workloadView(present(res.workload)), workloadDetails);
+    });
+}

@@ -1,0 +1,49 @@
+import { ConfigError, int, loadConfig, oneOf, optionalStr, port, str, url, type ConfigOf, type Env } from '@corral/config';
+
+export const hostRegistryConfigSchema = {
+  grpcHost: str('HOST_REGISTRY_GRPC_HOST', { default: '127.0.0.1' }),
+  grpcPort: port('HOST_REGISTRY_GRPC_PORT', { default: 50052 }),
+  databaseUrl: url('DATABASE_URL', { protocols: ['postgres:', 'postgresql:'], secret: true }),
+  natsUrl: url('NATS_URL', { protocols: ['nats:', 'tls:'] }),
+  // Encrypts the host signing keys' private halves (and the retry copy of
+  // refreshed credentials) at rest: AES-256-GCM under keys derived from it.
+  // At least 32 bytes; every replica must share it.
+  hostKeyEncryptionKey: optionalStr('HOST_KEY_ENCRYPTION_KEY', { secret: true }),
+  // Older name of HOST_KEY_ENCRYPTION_KEY, used when that is not set.
+  hostTokenSecret: optionalStr('HOST_TOKEN_SECRET', { secret: true }),
+  // Lifetime of a host token (JWT); agents refresh before it ends.
+  hostTokenTtlSeconds: int('HOST_TOKEN_TTL_SECONDS', { default: 900, min: 60, max: 86_400 }),
+  hostRefreshTokenTtlSeconds: int('HOST_REFRESH_TOKEN_TTL_SECONDS', { default: 30 * 86_400, min: 3600 }),
+  // How long a spent refresh token still gets the same answer (the caller
+  // lost it) before presenting it again revokes the family.
+  hostRefreshRetryWindowSeconds: int('HOST_REFRESH_RETRY_WINDOW_SECONDS', { default: 30, min: 0, max: 600 }),
+  // How long each signing key signs before the next takes over.
+  hostSigningKeyRotationSeconds: int('HOST_SIGNING_KEY_ROTATION_SECONDS', { default: 7 * 86_400, min: 600 }),
+  // How long a new key is published (GetJwks) before it signs: longer than
+  // any verifier caches the key set.
+  hostSigningKeyPublishAheadSeconds: int('HOST_SIGNING_KEY_PUBLISH_AHEAD_SECONDS', { default: 3600, min: 120 }),
+  registrationTokenDefaultTtlSeconds: int('REGISTRATION_TOKEN_DEFAULT_TTL_SECONDS', { default: 3600, min: 60 }),
+  heartbeatIntervalMs: int('HEARTBEAT_INTERVAL_MS', { default: 1000, min: 100 }),
+  missedHeartbeatsBeforeUnreachable: int('MISSED_HEARTBEATS_BEFORE_UNREACHABLE', { default: 3, min: 1 }),
+  logLevel: oneOf('LOG_LEVEL', ['error', 'warn', 'info', 'debug'] as const, { default: 'info' }),
+};
+
+export type HostRegistryConfig = ConfigOf<typeof hostRegistryConfigSchema> & {
+  /** HOST_KEY_ENCRYPTION_KEY, else HOST_TOKEN_SECRET. */
+  readonly keyEncryptionKey: string;
+};
+
+export function loadHostRegistryConfig(env: Env = process.env): HostRegistryConfig {
+  const config = loadConfig(hostRegistryConfigSchema, env);
+  const problems: string[] = [];
+  const keyEncryptionKey = config.hostKeyEncryptionKey ?? config.hostTokenSecret;
+  if (keyEncryptionKey === undefined) problems.push('HOST_KEY_ENCRYPTION_KEY is required (HOST_TOKEN_SECRET is accepted under its older name)');
+  else if (Buffer.byteLength(keyEncryptionKey, 'utf8') < 32) {
+    problems.push(`${config.hostKeyEncryptionKey !== undefined ? 'HOST_KEY_ENCRYPTION_KEY' : 'HOST_TOKEN_SECRET'} must be at least 32 bytes`);
+  }
+  if (config.hostSigningKeyPublishAheadSeconds >= config.hostSigningKeyRotationSeconds) {
+    problems.push('HOST_SIGNING_KEY_PUBLISH_AHEAD_SECONDS must be less than HOST_SIGNING_KEY_ROTATION_SECONDS');
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze({ ...config, keyEncryptionKey: keyEncryptionKey as string });
+}

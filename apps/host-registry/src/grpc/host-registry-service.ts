@@ -1,0 +1,106 @@
+import type { PrismaClient } from '@corral/db';
+import { implementUnary } from '@corral/grpc';
+import type { Logger } from '@corral/logging';
+import { hostRegistryV1 } from '@corral/proto';
+import { hostTokenJwks, refreshHostCredentials, type CredentialPolicy } from '../credentials/host-credentials';
+import { HOST_TOKEN_AUDIENCE, HOST_TOKEN_ISSUER } from '../credentials/host-tokens';
+import { getHost, hostToProto, listHosts, registerHost } from '../hosts/host-inventory';
+import { createRegistrationToken, listRegistrationTokens, revokeRegistrationToken, type RegistrationTokenView } from '../registration/registration-tokens';
+
+export interface HostRegistryDeps {
+  prisma: PrismaClient;
+  logger: Logger;
+  credentials: CredentialPolicy;
+  registrationTokenDefaultTtlSeconds: number;
+  now?: () => Date;
+}
+
+function tokenToProto(token: RegistrationTokenView): hostRegistryV1.RegistrationToken {
+  return {
+    id: token.id,
+    description: token.description,
+    teamId: token.teamId ?? '',
+    createdAt: token.createdAt,
+    expiresAt: token.expiresAt,
+    usedAt: token.usedAt ?? undefined,
+    usedByHostId: token.usedByHostId ?? '',
+    revokedAt: token.revokedAt ?? undefined,
+    scope: { namePattern: token.scope.namePattern ?? '', labels: token.scope.labels },
+  };
+}
+
+/** The gRPC adapter: translation only, the rules live in hosts/, registration/ and credentials/. */
+export function hostRegistryService(deps: HostRegistryDeps) {
+  const now = deps.now ?? (() => new Date());
+  const credentials: CredentialPolicy = { logger: deps.logger, ...deps.credentials };
+  return implementUnary(
+    hostRegistryV1.HostRegistryServiceService,
+    {
+      async createRegistrationToken(req) {
+        const issued = await createRegistrationToken(
+          deps.prisma,
+          {
+            ttlSeconds: req.ttlSeconds || deps.registrationTokenDefaultTtlSeconds,
+            teamId: req.teamId || undefined,
+            description: req.description,
+            scope: req.scope ? { namePattern: req.scope.namePattern, labels: req.scope.labels } : undefined,
+          },
+          now(),
+        );
+        return { id: issued.id, token: issued.token, expiresAt: issued.expiresAt };
+      },
+      async listRegistrationTokens(req) {
+        return { tokens: (await listRegistrationTokens(deps.prisma, req.teamId || undefined)).map(tokenToProto) };
+      },
+      async revokeRegistrationToken(req) {
+        const token = await revokeRegistrationToken(deps.prisma, { id: req.id, teamId: req.teamId || undefined }, now());
+        deps.logger.info('registration token revoked', { id: token.id, teamId: token.teamId ?? undefined });
+        return { token: tokenToProto(token) };
+      },
+      async registerHost(req) {
+        const { hostId, credentials: pair } = await registerHost(
+          deps.prisma,
+          {
+            registrationToken: req.registrationToken,
+            name: req.name,
+            agentAddress: req.agentAddress,
+            capacity: req.capacity ?? { cpuMillis: 0, memoryMb: 0, diskMb: 0 },
+            drivers: req.drivers,
+            labels: req.labels,
+          },
+          credentials,
+          now(),
+        );
+        deps.logger.info('host registered', { hostId, name: req.name, agentAddress: req.agentAddress });
+        return {
+          hostId,
+          hostToken: pair.hostToken,
+          hostTokenExpiresAt: pair.hostTokenExpiresAt,
+          refreshToken: pair.refreshToken,
+          refreshTokenExpiresAt: pair.refreshTokenExpiresAt,
+        };
+      },
+      async refreshHostCredentials(req) {
+        const pair = await refreshHostCredentials(deps.prisma, req.refreshToken, credentials, now());
+        return {
+          hostId: pair.hostId,
+          hostToken: pair.hostToken,
+          hostTokenExpiresAt: pair.hostTokenExpiresAt,
+          refreshToken: pair.refreshToken,
+          refreshTokenExpiresAt: pair.refreshTokenExpiresAt,
+        };
+      },
+      async getJwks() {
+        const keys = await hostTokenJwks(deps.prisma, credentials, now());
+        return { keys, issuer: HOST_TOKEN_ISSUER, audience: HOST_TOKEN_AUDIENCE };
+      },
+      async listHosts(req) {
+        return { hosts: (await listHosts(deps.prisma, req.teamId || undefined)).map(hostToProto) };
+      },
+      async getHost(req) {
+        return { host: hostToProto(await getHost(deps.prisma, req.id)) };
+      },
+    },
+    deps.logger,
+  );
+}

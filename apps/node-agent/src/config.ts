@@ -1,0 +1,42 @@
+import { hostname } from 'node:os';
+import { address, bool, int, loadConfig, oneOf, optionalStr, port, str, url, type ConfigOf, type Env } from '@corral/config';
+import { CREDENTIAL_FAILURE_POLICIES } from './credentials/credential-refresher';
+import { DEFAULT_PORT_RANGE, parsePortRange, type PortRange } from './ports';
+
+const advertiseAddress = address('AGENT_ADVERTISE_ADDRESS');
+const portRangeText = str('AGENT_PORT_RANGE', { default: `${DEFAULT_PORT_RANGE.start}-${DEFAULT_PORT_RANGE.end}`, pattern: /^\d{1,5}\s*-\s*\d{1,5}$/ });
+
+export const nodeAgentConfigSchema = {
+  grpcHost: str('AGENT_GRPC_HOST', { default: '127.0.0.1' }),
+  grpcPort: port('AGENT_GRPC_PORT', { default: 50060 }),
+  /** host:port the control plane calls; default: the bound host:port. */
+  advertiseAddress: { ...advertiseAddress, parse: (raw: string | undefined) => (raw === undefined || raw === '' ? undefined : advertiseAddress.parse(raw)) },
+  hostRegistryAddress: address('HOST_REGISTRY_ADDR', { default: '127.0.0.1:50052' }),
+  /** Single-use; only read when the state dir holds no identity yet. */
+  registrationToken: optionalStr('AGENT_REGISTRATION_TOKEN', { secret: true }),
+  stateDir: str('AGENT_STATE_DIR', { default: '.data/agent' }),
+  name: str('AGENT_NAME', { default: hostname() }),
+  // raw process execution has no isolation: never on unless asked for.
+  enableProcessDriver: bool('AGENT_ENABLE_PROCESS_DRIVER', { default: false }),
+  // podman is registered when enabled; its fingerprint then says whether the
+  // binary answers on this host (unhealthy drivers get no placements).
+  enablePodmanDriver: bool('AGENT_ENABLE_PODMAN_DRIVER', { default: false }),
+  podmanProgram: str('AGENT_PODMAN_PROGRAM', { default: 'podman' }),
+  enableQemuDriver: bool('AGENT_ENABLE_QEMU_DRIVER', { default: false }),
+  // auto = tcg unless a kvm probe boot succeeds: on hosts where /dev/kvm
+  // opens but guests hang, kvm must never be chosen by default.
+  qemuAccelerator: oneOf('AGENT_QEMU_ACCELERATOR', ['auto', 'kvm', 'tcg'] as const, { default: 'auto' }),
+  qemuDefaultMemoryMb: int('AGENT_QEMU_DEFAULT_MEMORY_MB', { default: 256, min: 32 }),
+  qemuDefaultVcpus: int('AGENT_QEMU_DEFAULT_VCPUS', { default: 1, min: 1, max: 64 }),
+  heartbeatIntervalMs: int('AGENT_HEARTBEAT_INTERVAL_MS', { default: 1000, min: 100, max: 60_000 }),
+  /** Host ports handed to workload routes, e.g. 10000-60000 (inclusive). */
+  portRange: { ...portRangeText, parse: (raw: string | undefined): PortRange => parsePortRange(portRangeText.parse(raw), 'AGENT_PORT_RANGE') },
+  /** When host credentials can no longer be refreshed: keep workloads running, or pause every one that can pause. */
+  credentialFailurePolicy: oneOf('AGENT_CREDENTIAL_FAILURE_POLICY', CREDENTIAL_FAILURE_POLICIES, { default: 'keep-running' }),
+  natsUrl: url('NATS_URL', { protocols: ['nats:', 'tls:'] }),
+  logLevel: oneOf('LOG_LEVEL', ['error', 'warn', 'info', 'debug'] as const, { default: 'info' }),
+};
+
+export type NodeAgentConfig = ConfigOf<typeof nodeAgentConfigSchema>;
+
+export const loadNodeAgentConfig = (env: Env = process.env): NodeAgentConfig => loadConfig(nodeAgentConfigSchema, env);

@@ -1,0 +1,10 @@
+export { QemuDriver, QEMU_DRIVER_NAME, QEMU_SYSTEM_BINARY, UNKNOWN_EXIT_DETAIL, parseQemuVersion, qemuVersionCommand } from './qemu-driver';
+export type { QemuDriverConfig } from './qemu-driver';
+export { hasPause, hasSnapshot } from '../driver';
+export type { PauseCapability, RestoreOptions, SnapshotCapability, SnapshotOptions, SnapshotProgress, SnapshotResult } from '../driver';
+export { checkKvmDevice, chooseAccelerator, runKvmProbe } from './accelerator';
+export type { AcceleratorChoice, AcceleratorSetting, KvmProbeConfig, KvmState, ProbeOutcome } from './accelerator';
+export { QEMU_MACHINE_TYPE, buildQemuArgs, kernelCommandLine, machineFromSpec } from './qemu-args';
+export type { Accelerator, VmBoot, VmDisk, VmMachine } from './qemu-args';
+export { QmpClient, QmpCommandError, QmpConnectionError, withQmp } from './qmp-client';
+export type { QmpEvent } from './qmp-client';

@@ -1,0 +1,225 @@
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { isProcessAlive, killProcessGroup, resolveProgram } from '@corral/exec';
+import { silentLogger } from '@corral/logging';
+import { ensureMicrovmImage, eventually, freePort, microvmImageUnavailableReason, type MicrovmImage } from '@corral/testing';
+import type { TaskHandle, TaskSpec } from '../driver';
+import { hasPause, hasSnapshot, type SnapshotProgress } from '../driver';
+import { QemuDriver, UNKNOWN_EXIT_DETAIL } from './qemu-driver';
+
+// The qemu driver with real qemu under tcg and the microVM test image: one
+// VM for boot, pause/resume, recovery by a new driver instance, snapshot
+// and powerdown; one more qemu restored from the snapshot. The machine has
+// 2 cores, so boots are kept to those two.
+
+const qemuPath = resolveProgram('qemu-system-x86_64', process.env.PATH);
+const skipReason = !qemuPath ? 'qemu-system-x86_64 is not installed' : microvmImageUnavailableReason();
+if (skipReason) console.log(`[skip] qemu driver (real qemu): ${skipReason}`);
+const describeWithQemu = skipReason ? describe.skip : describe;
+
+/** GET / on 127.0.0.1:port; rejects on error or after timeoutMs. */
+function httpGet(port: number, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/', timeout: timeoutMs, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve(body));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Polls until the page is served; returns ms from `since`. */
+async function servedAfter(port: number, pageText: string, since: number): Promise<number> {
+  await eventually(async () => ((await httpGet(port, 2000)).includes(pageText) ? true : undefined), { timeoutMs: 60_000, intervalMs: 50, what: `HTTP on port ${port}` });
+  return Date.now() - since;
+}
+
+/** qemu processes whose command line mentions `dir`. */
+function qemuProcessesUnder(dir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (cmdline.includes('qemu-system') && cmdline.includes(dir)) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+describeWithQemu('qemu driver (real qemu, tcg)', () => {
+  jest.setTimeout(180_000);
+  let stateDir: string;
+  let image: MicrovmImage;
+  let driver: QemuDriver;
+  let handle: TaskHandle;
+  let hostPort: number;
+  const pids: number[] = [];
+  const timings: Record<string, number> = {};
+
+  const newDriver = () => new QemuDriver({ accelerator: 'auto', stateDir, defaultMemoryMb: 256, defaultVcpus: 1, logger: silentLogger, adoptedPollMs: 100 });
+
+  const vmSpec = (workloadId: string, port: number): TaskSpec => ({
+    workloadId,
+    name: workloadId,
+    command: [],
+    env: { SECRET: 'not-for-the-guest' },
+    labels: {},
+    vm: { mode: 'microvm', kernel: image.kernel, initrd: image.initrd, kernelArgs: image.kernelArgs },
+    resources: { memoryMb: 256, vcpus: 1 },
+    ports: [{ name: 'http', guestPort: image.guestHttpPort, hostPort: port, protocol: 'tcp' }],
+  });
+
+  beforeAll(async () => {
+    // Short: the QMP socket path must fit in 107 bytes.
+    stateDir = mkdtempSync('/tmp/cq-');
+    image = await ensureMicrovmImage();
+    driver = newDriver();
+  });
+
+  afterAll(async () => {
+    // Nothing started here may outlive the tests.
+    for (const pid of [...pids, ...qemuProcessesUnder(stateDir)]) {
+      if (isProcessAlive(pid)) killProcessGroup(pid, 'SIGKILL');
+    }
+    await eventually(() => (qemuProcessesUnder(stateDir).length === 0 ? true : undefined), { timeoutMs: 10_000, what: 'no qemu left' });
+    rmSync(stateDir, { recursive: true, force: true });
+    console.log(`qemu driver timings (ms): ${JSON.stringify(timings)}`);
+  });
+
+  it('reports qemu and the accelerator it will use: tcg for auto, without hanging', async () => {
+    const started = Date.now();
+    const fp = await driver.fingerprint();
+    expect(fp).toMatchObject({ name: 'qemu', healthy: true, version: expect.stringMatching(/^\d+\.\d+/) });
+    expect(fp.detail).toMatch(/VMs run under tcg/);
+    expect((await driver.accelerator()).accelerator).toBe('tcg');
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(hasPause(driver) && hasSnapshot(driver)).toBe(true);
+  });
+
+  it('boots a microVM that serves HTTP on the forwarded host port', async () => {
+    hostPort = await freePort();
+    const started = Date.now();
+    handle = await driver.start(vmSpec('vm-main', hostPort));
+    pids.push(Number(handle.displayId));
+    timings.startReturned = Date.now() - started;
+    expect(handle).toMatchObject({ driver: 'qemu', workloadId: 'vm-main', displayId: expect.stringMatching(/^\d+$/) });
+    timings.bootToHttp = await servedAfter(hostPort, image.pageText, started);
+
+    // qemu itself was started, with argv (no shell), under tcg; the workload's env went nowhere.
+    const pid = Number(handle.displayId);
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    expect(argv[0]).toBe(qemuPath);
+    expect(argv).toEqual(expect.arrayContaining(['-accel', 'tcg', '-m', '256', '-smp', '1']));
+    expect(readFileSync(`/proc/${pid}/environ`, 'utf8')).not.toContain('not-for-the-guest');
+    expect(readFileSync(join(stateDir, 'vm-main', 'qemu.pid'), 'utf8').trim()).toBe(String(pid));
+
+    const logs = await driver.readLogs(handle, { tailBytes: 64 * 1024 });
+    expect(logs.data.toString()).toContain(image.readyMarker);
+    const tail = await driver.readLogs(handle, { tailBytes: 10 });
+    expect(tail).toMatchObject({ truncated: true });
+    expect(tail.data.length).toBe(10);
+    expect(await driver.inspect(handle)).toEqual({ running: true });
+  });
+
+  it('pauses (HTTP stops answering, QMP says paused) and resumes', async () => {
+    let t = Date.now();
+    await driver.pause(handle);
+    timings.pause = Date.now() - t;
+    expect(await driver.vmStatus(handle)).toBe('paused');
+    await expect(httpGet(hostPort, 1000)).rejects.toThrow();
+    expect(await driver.inspect(handle)).toEqual({ running: true });
+    t = Date.now();
+    await driver.resume(handle);
+    timings.resume = Date.now() - t;
+    expect(await driver.vmStatus(handle)).toBe('running');
+    expect(await httpGet(hostPort, 10_000)).toContain(image.pageText);
+    // Resuming a running VM is a no-op.
+    await driver.resume(handle);
+  });
+
+  it('snapshots to a file with progress, then keeps running', async () => {
+    const file = join(stateDir, 'snapshots', 'vm-main.mem');
+    const progress: SnapshotProgress[] = [];
+    const result = await driver.snapshot(handle, file, (p) => progress.push(p));
+    timings.snapshot = result.durationMs;
+    timings.snapshotMb = Math.round(result.bytes / 1e6);
+    expect(result).toMatchObject({ file, bytes: expect.any(Number) });
+    expect(existsSync(file)).toBe(true);
+    expect(existsSync(`${file}.partial`)).toBe(false);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(`${file}.json`).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(readFileSync(`${file}.json`, 'utf8'))).toMatchObject({ format: 'corral-qemu-snapshot/1', machine: { accelerator: 'tcg', memoryMb: 256 } });
+    expect(progress.length).toBeGreaterThan(0);
+    const last = progress.at(-1) as SnapshotProgress;
+    expect(last.status).toBe('completed');
+    // Guest RAM plus ROMs and other device memory.
+    expect(last.totalBytes).toBeGreaterThanOrEqual(256 * 1024 * 1024);
+    expect(last.transferredBytes).toBeGreaterThan(0);
+    expect(last.remainingBytes).toBe(0);
+    expect(await driver.vmStatus(handle)).toBe('running');
+    expect(await httpGet(hostPort, 10_000)).toContain(image.pageText);
+  });
+
+  it('restores the snapshot in a new qemu, which serves HTTP again (faster than a boot)', async () => {
+    const file = join(stateDir, 'snapshots', 'vm-main.mem');
+    const port = await freePort();
+    const started = Date.now();
+    const restored = await driver.restoreFrom(file, vmSpec('vm-restored', port));
+    pids.push(Number(restored.displayId));
+    timings.restoreReturned = Date.now() - started;
+    timings.restoreToHttp = await servedAfter(port, image.pageText, started);
+    expect(await driver.vmStatus(restored)).toBe('running');
+    expect(restored.displayId).not.toBe(handle.displayId);
+
+    // Stop with a tiny grace period: powerdown is not done in time, so qemu is made to quit.
+    const t = Date.now();
+    await driver.stop(restored, { signal: 'SIGTERM', timeoutMs: 100 });
+    timings.stopAfterTimeout = Date.now() - t;
+    expect(await driver.inspect(restored)).toMatchObject({ running: false });
+    expect(isProcessAlive(Number(restored.displayId))).toBe(false);
+    await driver.destroy(restored, { force: false });
+    expect(existsSync(join(stateDir, 'vm-restored'))).toBe(false);
+  });
+
+  it('is recovered by a new driver instance (an agent restart), which can stop it with a powerdown', async () => {
+    const second = newDriver();
+    await expect(second.pause(handle)).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    expect(await second.recover(handle)).toEqual({ recovered: true });
+    expect(await second.inspect(handle)).toEqual({ running: true });
+    expect(await second.vmStatus(handle)).toBe('running');
+
+    const t = Date.now();
+    await second.stop(handle, { signal: 'SIGTERM', timeoutMs: 60_000 });
+    timings.powerdown = Date.now() - t;
+    // The original driver is qemu's parent: it sees the clean exit; the new one cannot know the code.
+    expect(await driver.wait(handle)).toEqual({ exitCode: 0 });
+    expect(await second.wait(handle)).toEqual({ exitCode: undefined, detail: UNKNOWN_EXIT_DETAIL });
+    expect((await second.readLogs(handle, { tailBytes: 64 * 1024 })).data.toString()).toContain(image.readyMarker.replace('ready', 'powerdown'));
+    expect(await second.recover(handle)).toEqual({ recovered: true });
+    expect(await newDriver().recover(handle)).toMatchObject({ recovered: false, reason: expect.stringContaining('gone') });
+
+    await second.destroy(handle, { force: true });
+    expect(existsSync(join(stateDir, 'vm-main'))).toBe(false);
+    // Idempotent.
+    await second.destroy(handle, { force: true });
+    await expect(second.vmStatus(handle)).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+  });
+
+  it('fails a start cleanly when qemu cannot boot what it is given', async () => {
+    const spec = vmSpec('vm-bad', await freePort());
+    spec.vm = { mode: 'microvm', kernel: join(stateDir, 'no-such-kernel') };
+    await expect(driver.start(spec)).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringContaining('qemu exited during start') });
+    expect(existsSync(join(stateDir, 'vm-bad'))).toBe(false);
+    await expect(driver.restoreFrom(join(stateDir, 'nothing.mem'), vmSpec('vm-bad2', 1))).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect(qemuProcessesUnder(stateDir)).toEqual([]);
+  });
+});

@@ -1,0 +1,1 @@
+export { startEmbeddedBroker, type BrokerStats, type EmbeddedBroker, type EmbeddedBrokerOptions } from './broker';

@@ -1,0 +1,49 @@
+// The topics Corral publishes: each subject family with its protobuf payload.
+
+import { HostHeartbeat, WorkloadStateChanged } from '@corral/proto';
+import type { Codec, Topic } from './event-bus';
+import { Subjects, type SubjectFamily } from './subjects';
+
+/** The shape of a ts-proto generated message's functions that we need. */
+export interface ProtoMessageFns<T> {
+  encode(message: T): { finish(): Uint8Array };
+  decode(input: Uint8Array): T;
+}
+
+/** A codec over a ts-proto message (protobuf binary encoding). */
+export function protoCodec<T>(fns: ProtoMessageFns<T>): Codec<T> {
+  return {
+    encode: (message) => fns.encode(message).finish(),
+    decode: (data) => fns.decode(data),
+  };
+}
+
+export function defineTopic<T>(
+  name: string,
+  subjects: SubjectFamily,
+  codec: Codec<T>,
+  keyOf?: (message: T) => string,
+): Topic<T> {
+  return Object.freeze({ name, subjects, codec, ...(keyOf ? { keyOf } : {}) });
+}
+
+// Topics exist only for subjects whose payload has a protobuf message in
+// proto/corral/events/v1. `corral.drift.<workloadId>` and
+// `corral.hosts.<hostId>.events` have subjects (see Subjects) but no message
+// yet; add a topic here with defineTopic once the message is defined.
+export const Topics = {
+  /** `corral.hosts.<hostId>.heartbeat`, key = hostId. */
+  hostHeartbeat: defineTopic<HostHeartbeat>(
+    'hostHeartbeat',
+    Subjects.hostHeartbeat,
+    protoCodec(HostHeartbeat),
+    (m) => m.hostId,
+  ),
+  /** `corral.workloads.<workloadId>.state`, key = workloadId. */
+  workloadState: defineTopic<WorkloadStateChanged>(
+    'workloadState',
+    Subjects.workloadState,
+    protoCodec(WorkloadStateChanged),
+    (m) => m.workloadId,
+  ),
+} as const;

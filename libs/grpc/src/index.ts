@@ -1,0 +1,11 @@
+export * from './errors/status-mapping';
+export * from './server/handlers';
+export * from './server/server';
+export * from './client/client';
+export * from './client/streams';
+export * from './server/streams';
+export { Metadata, status as GrpcStatus, ServerCredentials, credentials as ChannelCredentialsFactory } from '@grpc/grpc-js';
+export type { ChannelCredentials, ServiceError } from '@grpc/grpc-js';
+export * from './client/health';
+export * from './server/run';
+export * from './server/health-only-service';

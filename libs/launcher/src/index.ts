@@ -1,0 +1,3 @@
+export * from './system';
+export * from './ports';
+export { tailFile } from './tail';

@@ -1,0 +1,338 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '@corral/db';
+import { startEmbeddedBroker, type EmbeddedBroker } from '@corral/events';
+import { resolveProgram, spawnSupervised, type SupervisedProcess } from '@corral/exec';
+import { checkHealth, createClient } from '@corral/grpc';
+import { hostRegistryV1 } from '@corral/proto';
+import { allocatePorts, type Ports, type PortsMode } from './ports';
+import { tailFile } from './tail';
+
+// Starts all of Corral on one machine, each service as its own process, the
+// way `npm start` and the end-to-end tests need it. Only what is missing is
+// embedded: PGlite when no DATABASE_URL is given, and for the bus a
+// nats-server found on PATH, else the in-process NATS-protocol broker.
+
+export const SERVICES = ['host-registry', 'scheduler', 'edge-router', 'secrets-broker', 'reconciler', 'api-gateway'] as const;
+export type ServiceName = (typeof SERVICES)[number] | 'node-agent';
+
+export interface SystemOptions {
+  repoRoot: string;
+  dataDir: string;
+  databaseUrl?: string;
+  natsUrl?: string;
+  portsMode?: PortsMode;
+  logLevel?: 'error' | 'warn' | 'info' | 'debug';
+  /** Start a local node agent with the process driver enabled (default true). */
+  localAgent?: boolean;
+  heartbeatIntervalMs?: number;
+  /**
+   * `auto` (default): a nats-server found on PATH, else the embedded broker.
+   * `embedded`: always the embedded broker (CORRAL_EMBEDDED_BUS=true).
+   */
+  bus?: 'auto' | 'embedded';
+  /** Progress lines for a person watching. */
+  progress?: (line: string) => void;
+}
+
+export interface RunningService {
+  name: ServiceName;
+  pid: number;
+  logPath: string;
+  address: string;
+}
+
+export interface RunningSystem {
+  gatewayUrl: string;
+  gatewayGrpcAddress: string;
+  /** Set only on the start that created the first admin key. */
+  adminKey?: string;
+  databaseUrl: string;
+  natsUrl: string;
+  busKind: 'external' | 'nats-server' | 'embedded-broker';
+  databaseKind: 'external' | 'embedded-pglite';
+  localHostId?: string;
+  ports: Ports;
+  services: RunningService[];
+  logPath(name: ServiceName): string;
+  /** Stops one service's process; for the node agent its workloads keep running. */
+  stopService(name: ServiceName): Promise<void>;
+  startService(name: ServiceName): Promise<void>;
+  /**
+   * Starts the local node agent. Without a stored identity it registers with
+   * `registrationToken`, or with a token the launcher asks host-registry for.
+   */
+  startAgent(options?: { registrationToken?: string }): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export const NATS_SERVER_CANDIDATES = ['nats-server', '/usr/sbin/nats-server', '/usr/local/bin/nats-server', '/usr/bin/nats-server'];
+
+function findNatsServer(): string | undefined {
+  for (const candidate of NATS_SERVER_CANDIDATES) {
+    try {
+      return resolveProgram(candidate, process.env.PATH ?? '');
+    } catch {
+      // not here; try the next place
+    }
+  }
+  return undefined;
+}
+
+function secretFile(path: string, bytes = 32): string {
+  if (existsSync(path)) return readFileSync(path, 'utf8').trim();
+  const value = randomBytes(bytes).toString('base64url');
+  writeFileSync(path, value + '\n', { mode: 0o600 });
+  return value;
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, proc: { exited: boolean; logPath: string } | undefined, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc?.exited) throw new Error(`${what} exited during start-up; last log lines:\n${tailFile(proc.logPath, 40)}`);
+    if (await check().catch(() => false)) return;
+    if (Date.now() > deadline) throw new Error(`${what} not ready after ${timeoutMs} ms${proc ? `; last log lines:\n${tailFile(proc.logPath, 40)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+export async function startSystem(options: SystemOptions): Promise<RunningSystem> {
+  const progress = options.progress ?? (() => undefined);
+  const repoRoot = resolve(options.repoRoot);
+  const dataDir = resolve(options.dataDir);
+  const logDir = join(dataDir, 'logs');
+  mkdirSync(logDir, { recursive: true, mode: 0o700 });
+  const ports = await allocatePorts(options.portsMode ?? 'fixed');
+  const cleanups: (() => Promise<void>)[] = [];
+  const stopAll = async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+  };
+
+  try {
+    // Database
+    let databaseUrl = options.databaseUrl;
+    let databaseKind: RunningSystem['databaseKind'] = 'external';
+    if (!databaseUrl) {
+      progress(`starting embedded Postgres (PGlite) in ${join(dataDir, 'pglite')}`);
+      const pg: EmbeddedPostgres = await startEmbeddedPostgres({ dataDir: join(dataDir, 'pglite'), port: ports.postgres });
+      cleanups.push(() => pg.stop());
+      databaseUrl = pg.url;
+      databaseKind = 'embedded-pglite';
+    }
+
+    // Event bus
+    let natsUrl = options.natsUrl;
+    let busKind: RunningSystem['busKind'] = 'external';
+    if (!natsUrl) {
+      const natsServer = options.bus === 'embedded' ? undefined : findNatsServer();
+      if (natsServer) {
+        progress(`starting ${natsServer} with JetStream in ${join(dataDir, 'nats')}`);
+        mkdirSync(join(dataDir, 'nats'), { recursive: true });
+        const logPath = join(logDir, 'nats-server.log');
+        const proc = await spawnSupervised({
+          program: natsServer,
+          args: ['-a', '127.0.0.1', '-p', String(ports.nats), '-js', '-sd', join(dataDir, 'nats')],
+          env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+          cwd: dataDir,
+          logPath,
+        });
+        const state = track(proc, logPath);
+        cleanups.push(() => stopProcess(proc, 5000));
+        natsUrl = `nats://127.0.0.1:${ports.nats}`;
+        await waitFor('nats-server', () => tcpOpen('127.0.0.1', ports.nats), state, 20_000);
+        busKind = 'nats-server';
+      } else {
+        progress(`${options.bus === 'embedded' ? 'embedded bus requested' : 'no nats-server on PATH'}: starting the embedded NATS-protocol broker (core NATS, no JetStream)`);
+        const broker: EmbeddedBroker = await startEmbeddedBroker({ host: '127.0.0.1', port: ports.nats });
+        cleanups.push(() => broker.stop());
+        natsUrl = broker.url;
+        busKind = 'embedded-broker';
+      }
+    }
+
+    const address = (port: number) => `127.0.0.1:${port}`;
+    const common: Record<string, string> = {
+      PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+      HOME: process.env.HOME ?? dataDir,
+      TSX_TSCONFIG_PATH: join(repoRoot, 'tsconfig.base.json'),
+      LOG_LEVEL: options.logLevel ?? 'info',
+      NATS_URL: natsUrl,
+      HOST_REGISTRY_ADDR: address(ports.hostRegistry),
+      SCHEDULER_ADDR: address(ports.scheduler),
+      HEARTBEAT_INTERVAL_MS: String(options.heartbeatIntervalMs ?? 1000),
+    };
+    const adminKeyFile = join(dataDir, 'bootstrap-admin-key');
+    const envFor: Record<ServiceName, Record<string, string>> = {
+      'host-registry': {
+        DATABASE_URL: databaseUrl,
+        HOST_REGISTRY_GRPC_PORT: String(ports.hostRegistry),
+        HOST_TOKEN_SECRET: secretFile(join(dataDir, 'host-token-secret')),
+      },
+      scheduler: { DATABASE_URL: databaseUrl, SCHEDULER_GRPC_PORT: String(ports.scheduler) },
+      'edge-router': { EDGE_ROUTER_GRPC_PORT: String(ports.edgeRouter) },
+      'secrets-broker': { SECRETS_BROKER_GRPC_PORT: String(ports.secretsBroker) },
+      reconciler: { RECONCILER_GRPC_PORT: String(ports.reconciler) },
+      'api-gateway': {
+        DATABASE_URL: databaseUrl,
+        GATEWAY_HTTP_PORT: String(ports.gatewayHttp),
+        GATEWAY_GRPC_PORT: String(ports.gatewayGrpc),
+        GATEWAY_ADMIN_KEY_FILE: adminKeyFile,
+      },
+      'node-agent': {
+        AGENT_GRPC_PORT: String(ports.agent),
+        AGENT_STATE_DIR: join(dataDir, 'agent'),
+        AGENT_ENABLE_PROCESS_DRIVER: 'true',
+        // Registered always; its fingerprint reports it unhealthy (and the
+        // scheduler places nothing on it) where podman does not work.
+        AGENT_ENABLE_PODMAN_DRIVER: 'true',
+        AGENT_ENABLE_QEMU_DRIVER: 'true',
+        AGENT_HEARTBEAT_INTERVAL_MS: String(options.heartbeatIntervalMs ?? 1000),
+      },
+    };
+    const addressOf: Record<ServiceName, string> = {
+      'host-registry': address(ports.hostRegistry),
+      scheduler: address(ports.scheduler),
+      'edge-router': address(ports.edgeRouter),
+      'secrets-broker': address(ports.secretsBroker),
+      reconciler: address(ports.reconciler),
+      'api-gateway': address(ports.gatewayGrpc),
+      'node-agent': address(ports.agent),
+    };
+
+    const running = new Map<ServiceName, { proc: SupervisedProcess; state: TrackedState; service: RunningService }>();
+    const launch = async (name: ServiceName, extraEnv: Record<string, string> = {}) => {
+      const logPath = join(logDir, `${name}.log`);
+      progress(`starting ${name} (log: ${logPath})`);
+      const proc = await spawnSupervised({
+        program: process.execPath,
+        args: ['--import', 'tsx', join(repoRoot, 'apps', name, 'src', 'main.ts')],
+        env: { ...common, ...envFor[name], ...extraEnv },
+        cwd: repoRoot,
+        logPath,
+      });
+      const state = track(proc, logPath);
+      const service: RunningService = { name, pid: proc.pid, logPath, address: addressOf[name] };
+      running.set(name, { proc, state, service });
+      await waitFor(name, async () => (await checkHealth(addressOf[name], '', { deadlineMs: 1000 })) === 'SERVING', state, 90_000);
+    };
+    cleanups.push(async () => {
+      // Reverse start order: the gateway stops taking requests first.
+      for (const name of [...running.keys()].reverse()) await stopProcess(running.get(name)!.proc, 10_000);
+      running.clear();
+    });
+
+    // host-registry and scheduler apply migrations; start one first so the
+    // others find the schema in place instead of waiting on its lock.
+    await launch('host-registry');
+    await Promise.all(SERVICES.filter((s) => s !== 'host-registry').map((s) => launch(s)));
+    await waitFor('api-gateway HTTP', () => httpOk(`http://${address(ports.gatewayHttp)}/healthz`), running.get('api-gateway')!.state, 30_000);
+
+    let adminKey: string | undefined;
+    if (existsSync(adminKeyFile)) {
+      adminKey = readFileSync(adminKeyFile, 'utf8').trim();
+      // Shown once, like a Vault dev root token: it does not stay on disk.
+      rmSync(adminKeyFile);
+    }
+
+    let localHostId: string | undefined;
+    const agentDir = join(dataDir, 'agent');
+    const startAgent = async (agentOptions: { registrationToken?: string } = {}) => {
+      mkdirSync(agentDir, { recursive: true, mode: 0o700 });
+      const extra: Record<string, string> = {};
+      if (agentOptions.registrationToken) {
+        extra.AGENT_REGISTRATION_TOKEN = agentOptions.registrationToken;
+      } else if (!existsSync(join(agentDir, 'identity.json'))) {
+        const registry = createClient(hostRegistryV1.HostRegistryServiceClient, address(ports.hostRegistry), { deadlineMs: 5000 });
+        const token = await registry.createRegistrationToken({ ttlSeconds: 600, teamId: '', description: 'local node agent started by the launcher', scope: undefined });
+        registry.close();
+        extra.AGENT_REGISTRATION_TOKEN = token.token;
+      }
+      await launch('node-agent', extra);
+      const identity = JSON.parse(readFileSync(join(agentDir, 'identity.json'), 'utf8')) as { hostId: string };
+      localHostId = identity.hostId;
+      const registry = createClient(hostRegistryV1.HostRegistryServiceClient, address(ports.hostRegistry), { deadlineMs: 5000 });
+      await waitFor(
+        'local host online',
+        async () => (await registry.getHost({ id: identity.hostId })).host?.status === 'HOST_STATUS_ONLINE',
+        running.get('node-agent')!.state,
+        30_000,
+      );
+      registry.close();
+      return identity.hostId;
+    };
+    if (options.localAgent ?? true) await startAgent();
+
+    return {
+      gatewayUrl: `http://${address(ports.gatewayHttp)}`,
+      gatewayGrpcAddress: address(ports.gatewayGrpc),
+      adminKey,
+      databaseUrl,
+      natsUrl,
+      busKind,
+      databaseKind,
+      get localHostId() {
+        return localHostId;
+      },
+      ports,
+      get services() {
+        return [...running.values()].map((r) => r.service);
+      },
+      logPath: (name) => join(logDir, `${name}.log`),
+      async stopService(name) {
+        const entry = running.get(name);
+        if (!entry) return;
+        await stopProcess(entry.proc, 10_000);
+        running.delete(name);
+      },
+      async startService(name) {
+        if (running.has(name)) return;
+        if (name === 'node-agent') await startAgent();
+        else await launch(name);
+      },
+      startAgent,
+      stop: stopAll,
+    };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+interface TrackedState {
+  exited: boolean;
+  logPath: string;
+}
+
+function track(proc: SupervisedProcess, logPath: string): TrackedState {
+  const state: TrackedState = { exited: false, logPath };
+  void proc.wait().then(() => (state.exited = true));
+  return state;
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`. Safe on a process that already exited. */
+async function stopProcess(proc: SupervisedProcess, graceMs: number) {
+  if (!proc.kill('SIGTERM')) return;
+  const exited = proc.wait();
+  const timer = new Promise((r) => setTimeout(r, graceMs, 'timeout'));
+  if ((await Promise.race([exited, timer])) === 'timeout') {
+    proc.kill('SIGKILL');
+    await exited;
+  }
+}
+
+async function httpOk(url: string): Promise<boolean> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+  return res.ok;
+}
+
+async function tcpOpen(host: string, port: number): Promise<boolean> {
+  const { connect } = await import('node:net');
+  return new Promise((resolveOpen) => {
+    const socket = connect({ host, port }, () => {
+      socket.end();
+      resolveOpen(true);
+    });
+    socket.once('error', () => resolveOpen(false));
+  });
+}
