@@ -219,3 +219,79 @@ export function hasSnapshot(driver: Driver): driver is Driver & SnapshotCapabili
   const d = driver as Partial<SnapshotCapability>;
   return typeof d.snapshot === 'function' && typeof d.restoreFrom === 'function';
 }
+
+/** One interactive command inside a task: streams both ways (`podman exec -i`, a guest agent session). */
+export interface ExecSession {
+  /** Bytes for the command's stdin. */
+  writeStdin(data: Buffer): void;
+  /** Closes the command's stdin (EOF). */
+  closeStdin(): void;
+  /** Terminal size, when the session has a TTY; ignored otherwise. */
+  resize?(columns: number, rows: number): void;
+  onStdout(listener: (data: Buffer) => void): void;
+  /** With a TTY, stderr is merged into stdout and this never fires. */
+  onStderr(listener: (data: Buffer) => void): void;
+  /** Resolves with the command's exit code once it has ended and its output has been delivered. */
+  readonly exited: Promise<number>;
+  /** Ends the command (client went away, deadline passed). */
+  kill(): void;
+}
+
+export interface ExecSessionOptions {
+  /** Allocate a pseudo-terminal inside the sandbox. */
+  tty: boolean;
+  /** Extra environment for this command only. */
+  env?: Record<string, string>;
+  /** Working directory inside the sandbox. */
+  workingDir?: string;
+}
+
+/**
+ * Streaming exec. Drivers whose runtime only runs a command to completion
+ * (a guest agent without streams) implement `ExecCapability` alone; the
+ * agent then buffers stdin until EOF and refuses TTYs for them.
+ */
+export interface InteractiveExecCapability {
+  execSession(handle: TaskHandle, argv: readonly string[], options: ExecSessionOptions): Promise<ExecSession>;
+}
+
+export function hasInteractiveExec(driver: Driver): driver is Driver & InteractiveExecCapability {
+  return typeof (driver as Partial<InteractiveExecCapability>).execSession === 'function';
+}
+
+export type FileKind = 'file' | 'directory' | 'symlink' | 'other';
+
+export interface FileEntry {
+  /** Name inside the listed directory. */
+  name: string;
+  kind: FileKind;
+  sizeBytes: number;
+  /** Permission bits (e.g. 0o644). */
+  mode: number;
+  modifiedAt: Date;
+}
+
+export interface WriteFileOptions {
+  /** Permission bits for a new file; default 0o644. */
+  mode?: number;
+  /** Refuse to write more than this many bytes (ResourceExhausted), leaving no partial file. */
+  maxBytes: number;
+}
+
+/**
+ * Files inside a task's own filesystem. Every path is absolute inside the
+ * sandbox and must not escape it (no `..`, no symlink leading outside):
+ * drivers throw InvalidArgumentError (field `path`) for such paths and
+ * NotFoundError for absent ones. Writes are atomic: a failed or oversized
+ * write leaves the previous content.
+ */
+export interface FilesCapability {
+  readFile(handle: TaskHandle, path: string): Promise<AsyncIterable<Buffer>>;
+  writeFile(handle: TaskHandle, path: string, content: AsyncIterable<Buffer>, options: WriteFileOptions): Promise<{ bytes: number }>;
+  listDirectory(handle: TaskHandle, path: string): Promise<FileEntry[]>;
+}
+
+export function hasFiles(driver: Driver): driver is Driver & FilesCapability {
+  const d = driver as Partial<FilesCapability>;
+  return typeof d.readFile === 'function' && typeof d.writeFile === 'function' && typeof d.listDirectory === 'function';
+}
