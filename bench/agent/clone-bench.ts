@@ -9,16 +9,20 @@
 //   npx tsx bench/agent/clone-bench.ts            # N=20 per size
 //   CLONE_BENCH_N=50 CLONE_BENCH_DIR=/var/tmp npx tsx bench/agent/clone-bench.ts
 //
-// Prints a table and appends a dated section to bench/RESULTS.md.
+// Prints a table and appends a dated section to bench/RESULTS.md. Also run
+// as the first part of bench/agent/run.ts (runCloneBench).
 
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statfsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
-import { availableParallelism, release, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { createExecutor, execErrorFromResult, type Command } from '@corral/exec';
+import { mkdtempSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createExecutor, type Executor } from '@corral/exec';
 import { silentLogger } from '@corral/logging';
 import { Qcow2VolumeManager } from '../../apps/node-agent/src/volumes/qcow2-volume-manager';
 import { qemuImgCreateOverlay } from '../../apps/node-agent/src/volumes/qemu-img';
+import type { Cleanup } from './lib/cleanup';
+import { machineLine } from './lib/machine';
+import { appendResults, CLONE_DESCRIPTION, RESULTS_PATH } from './lib/results';
+import { percentile, time } from './lib/stats';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -27,9 +31,7 @@ const SIZES = [
   { label: '1 GiB', bytes: GiB },
   { label: '10 GiB', bytes: 10 * GiB },
 ];
-const N = Number(process.env.CLONE_BENCH_N ?? 20);
-const WARMUP = 2;
-const RESULTS = resolve(__dirname, '..', 'RESULTS.md');
+export const CLONE_WARMUP = 2;
 
 interface Row {
   label: string;
@@ -38,51 +40,30 @@ interface Row {
   remove: number[];
 }
 
-const qemuImgVersion: Command<string> = {
-  program: 'qemu-img',
-  args: ['--version'],
-  parse: (stdout) => stdout.split('\n')[0].trim(),
-  mapError: execErrorFromResult,
-};
-
-function percentile(samples: readonly number[], p: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const rank = Math.ceil((p / 100) * sorted.length) - 1;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, rank))];
+export interface CloneBenchResult {
+  n: number;
+  table: string;
+  flatness: string;
 }
 
 const ms = (value: number) => value.toFixed(1);
 
-async function time(fn: () => Promise<unknown>): Promise<number> {
-  const start = performance.now();
-  await fn();
-  return performance.now() - start;
-}
-
-function filesystemOf(path: string): string {
-  const names: Record<number, string> = { 0xef53: 'ext4', 0x01021994: 'tmpfs', 0x794c7630: 'overlayfs', 0x58465342: 'xfs', 0x9123683e: 'btrfs', 0x2fc12fc1: 'zfs' };
-  try {
-    const type = statfsSync(path).type;
-    return names[type] ?? `0x${type.toString(16)}`;
-  } catch {
-    return 'unknown';
-  }
-}
-
-function cpuModel(): string {
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'));
-    return line ? line.split(':')[1].trim() : 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
-
-async function main(): Promise<void> {
-  if (!Number.isInteger(N) || N < 1) throw new Error('CLONE_BENCH_N must be a positive integer');
+/** Why the clone part cannot run here, or undefined. */
+export function cloneBenchUnavailableReason(): string | undefined {
   const executor = createExecutor({ allowedPrograms: ['qemu-img'], logger: silentLogger });
-  if (!executor.resolve('qemu-img')) throw new Error('qemu-img is not installed (Debian package qemu-utils)');
-  const root = mkdtempSync(join(process.env.CLONE_BENCH_DIR ?? tmpdir(), 'corral-clone-bench-'));
+  return executor.resolve('qemu-img') ? undefined : 'qemu-img is not installed (Debian package qemu-utils)';
+}
+
+/** Runs the clone bench in a fresh directory under `dir` (removed afterwards, also through `cleanup` on an interrupt). */
+export async function runCloneBench(options: { n: number; dir: string; cleanup?: Cleanup }): Promise<CloneBenchResult> {
+  const { n } = options;
+  if (!Number.isInteger(n) || n < 1) throw new Error('the clone count must be a positive integer');
+  const executor: Executor = createExecutor({ allowedPrograms: ['qemu-img'], logger: silentLogger });
+  const unavailable = cloneBenchUnavailableReason();
+  if (unavailable) throw new Error(unavailable);
+  const root = mkdtempSync(join(options.dir, 'corral-clone-bench-'));
+  const removeRoot = () => rmSync(root, { recursive: true, force: true });
+  const undo = options.cleanup?.add(`remove ${root}`, removeRoot);
   const rows: Row[] = [];
   try {
     const volumes = new Qcow2VolumeManager({ stateDir: join(root, 'state'), executor, logger: silentLogger });
@@ -97,7 +78,7 @@ async function main(): Promise<void> {
       // All clones of a size stay until the end (as clones of one image on a
       // busy host would), then go; the base is released with the last one.
       const workloads: string[] = [];
-      for (let i = 0; i < WARMUP + N; i++) {
+      for (let i = 0; i < CLONE_WARMUP + n; i++) {
         const rawPath = join(root, `raw-${size.bytes}-${i}.qcow2`);
         const workloadId = `bench-${size.bytes}-${i}`;
         workloads.push(workloadId);
@@ -113,29 +94,22 @@ async function main(): Promise<void> {
           corral = await runCorral();
           raw = await runRaw();
         }
-        if (i < WARMUP) continue;
+        if (i < CLONE_WARMUP) continue;
         row.raw.push(raw);
         row.corral.push(corral);
       }
       for (const workloadId of workloads) row.remove.push(await time(() => volumes.remove(workloadId)));
       rows.push(row);
       rmSync(base);
-      for (let i = 0; i < WARMUP + N; i++) rmSync(join(root, `raw-${size.bytes}-${i}.qcow2`), { force: true });
+      for (let i = 0; i < CLONE_WARMUP + n; i++) rmSync(join(root, `raw-${size.bytes}-${i}.qcow2`), { force: true });
     }
     const leftovers = await volumes.list();
     if (leftovers.clones.length > 0 || leftovers.bases.length > 0) throw new Error('the bench leaked volumes');
   } finally {
-    rmSync(root, { recursive: true, force: true });
+    if (undo) await undo();
+    else removeRoot();
   }
 
-  const machine = {
-    nproc: availableParallelism(),
-    kernel: release(),
-    cpu: cpuModel(),
-    node: process.version,
-    qemuImg: await executor.run(qemuImgVersion),
-    filesystem: filesystemOf(process.env.CLONE_BENCH_DIR ?? tmpdir()),
-  };
   const header = '| base (sparse raw) | Corral clone p50 | p95 | raw `qemu-img create -b` p50 | p95 | Corral/raw (p50) | Corral remove p50 |';
   const rule = '|---|---:|---:|---:|---:|---:|---:|';
   const lines = rows.map((r) => {
@@ -146,52 +120,28 @@ async function main(): Promise<void> {
   const first = percentile(rows[0].corral, 50);
   const last = percentile(rows[rows.length - 1].corral, 50);
   const flatness = `Corral p50 at ${rows[rows.length - 1].label} / at ${rows[0].label}: ${(last / first).toFixed(2)}× (a base ${Math.round(SIZES[SIZES.length - 1].bytes / SIZES[0].bytes)}× larger).`;
-
-  const table = [header, rule, ...lines].join('\n');
-  console.log(`\nclone-bench: N=${N} per size (after ${WARMUP} warm-up), ${machine.nproc} CPUs, ${machine.cpu}, kernel ${machine.kernel}, ${machine.filesystem}\n`);
-  console.log(table);
-  console.log(`\n${flatness}`);
-
-  if (!existsSync(RESULTS)) {
-    writeFileSync(
-      RESULTS,
-      [
-        '# Benchmark results',
-        '',
-        'Each benchmark appends one dated section per run; nothing here is edited by hand.',
-        'A section names the benchmark, the machine (`nproc`, `uname -r`, CPU model from',
-        '/proc/cpuinfo, Node and tool versions, filesystem of the work dir) and a table.',
-        'Compare ratios measured in the same run, not absolute times across runs: the',
-        'machines here have 2 cores and share their hosts.',
-        '',
-        '- `bench/agent/clone-bench.ts` (`npx tsx bench/agent/clone-bench.ts`): time to create a',
-        '  copy-on-write root disk (`Qcow2VolumeManager.clone`) for sparse raw bases of',
-        '  100 MiB, 1 GiB and 10 GiB, N clones each, p50/p95, next to the bare',
-        '  `qemu-img create -f qcow2 -b` it wraps, interleaved in the same run. The',
-        '  Corral/raw ratio is the cost of Corral\'s bookkeeping (lock, base check, two',
-        '  fsync\'d atomic state writes). Clone time should not grow with the base size.',
-        '',
-      ].join('\n'),
-    );
-  }
-  appendFileSync(
-    RESULTS,
-    [
-      '',
-      `## clone-bench — ${new Date().toISOString()}`,
-      '',
-      `Machine: nproc ${machine.nproc}, kernel ${machine.kernel}, CPU ${machine.cpu}; Node ${machine.node}; ${machine.qemuImg}; work dir on ${machine.filesystem}. N=${N} per size after ${WARMUP} warm-up.`,
-      '',
-      table,
-      '',
-      flatness,
-      '',
-    ].join('\n'),
-  );
-  console.log(`\nappended to ${RESULTS}`);
+  return { n, table: [header, rule, ...lines].join('\n'), flatness };
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exitCode = 1;
-});
+async function main(): Promise<void> {
+  const n = Number(process.env.CLONE_BENCH_N ?? 20);
+  if (!Number.isInteger(n) || n < 1) throw new Error('CLONE_BENCH_N must be a positive integer');
+  const dir = process.env.CLONE_BENCH_DIR ?? tmpdir();
+  const result = await runCloneBench({ n, dir });
+  const machine = await machineLine(dir, ['qemu-img']);
+  console.log(`\nclone-bench: N=${n} per size (after ${CLONE_WARMUP} warm-up)\n${machine}\n`);
+  console.log(result.table);
+  console.log(`\n${result.flatness}`);
+  appendResults(
+    [`## clone-bench — ${new Date().toISOString()}`, '', `${machine}. N=${n} per size after ${CLONE_WARMUP} warm-up.`, '', result.table, '', result.flatness].join('\n'),
+    [CLONE_DESCRIPTION],
+  );
+  console.log(`\nappended to ${RESULTS_PATH}`);
+}
+
+if (require.main === module) {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  });
+}

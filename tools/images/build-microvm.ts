@@ -1,5 +1,6 @@
 // Builds (or finds in the cache) the microVM test image: Debian's cloud
-// kernel and a busybox initramfs (see libs/testing/src/images/microvm-image.ts).
+// kernel and a busybox initramfs, with qemu-ga when the host has it (see
+// libs/testing/src/images/microvm-image.ts).
 //
 //   npx tsx tools/images/build-microvm.ts [CACHE_DIR]
 //

@@ -14,6 +14,7 @@ const libs = {
   db: 'type:platform',
   events: 'type:platform',
   exec: 'type:platform',
+  pki: 'type:platform',
   testing: 'type:testing',
 };
 const apps = ['api-gateway', 'scheduler', 'host-registry', 'edge-router', 'secrets-broker', 'reconciler', 'node-agent', 'cli'];
@@ -43,9 +44,11 @@ const project = (name, root, type, tag, extra = {}) => {
     extends: '../../tsconfig.base.json',
     include: ['src/**/*.ts'],
   });
+  // Written once: a project may add transforms of its own (api-gateway does).
   write(
     join(root, 'jest.config.js'),
     `module.exports = {\n  displayName: '${name}',\n  preset: '../../jest.preset.js',\n  rootDir: __dirname,\n  testMatch: ['<rootDir>/src/**/*.spec.ts'],\n};\n`,
+    false,
   );
 };
 

@@ -9,6 +9,8 @@ export const gatewayConfigSchema = {
   hostRegistryAddr: address('HOST_REGISTRY_ADDR', { default: '127.0.0.1:50052' }),
   databaseUrl: url('DATABASE_URL', { protocols: ['postgres:', 'postgresql:'], secret: true }),
   bodyLimitBytes: int('GATEWAY_BODY_LIMIT_BYTES', { default: 1024 * 1024, min: 1024, max: 64 * 1024 * 1024 }),
+  /** Largest file upload (PUT /v1/workloads/{id}/files, WriteWorkloadFile); larger ones get 413 / RESOURCE_EXHAUSTED. */
+  fileMaxBytes: int('GATEWAY_FILE_MAX_BYTES', { default: 256 * 1024 * 1024, min: 1 }),
   /** Where to also write a newly created first admin key (mode 0600), for launchers. */
   adminKeyFile: optionalStr('GATEWAY_ADMIN_KEY_FILE'),
   backendDeadlineMs: int('GATEWAY_BACKEND_DEADLINE_MS', { default: 10_000, min: 100, max: 300_000 }),

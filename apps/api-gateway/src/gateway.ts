@@ -3,6 +3,7 @@ import { applyMigrations, createPrismaClient } from '@corral/db';
 import { checkHealth, createClient, startGrpcServer } from '@corral/grpc';
 import { createLogger, type Logger } from '@corral/logging';
 import { hostRegistryV1, schedulerV1 } from '@corral/proto';
+import { schedulerWorkloadStreams } from './operations/scheduler-streams';
 import { adminKeyBanner, writeAdminKeyFile } from './bootstrap/admin-key-announcement';
 import type { GatewayConfig } from './config';
 import { corralGrpcService } from './grpc/corral-grpc-service';
@@ -74,6 +75,7 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
 
     const operations = createCorralOperations({
       scheduler,
+      workloadStreams: schedulerWorkloadStreams(scheduler),
       hostRegistry,
       authenticate: (key) => authenticateApiKey(prisma, key),
     });
@@ -87,6 +89,7 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
       operations,
       logger,
       bodyLimitBytes: config.bodyLimitBytes,
+      fileMaxBytes: config.fileMaxBytes,
       readiness: async () => {
         const [database, schedulerUp, hostRegistryUp] = await Promise.all([
           prisma.$queryRaw`SELECT 1`.then(
@@ -109,7 +112,7 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
       host: config.grpcHost,
       port: config.grpcPort,
       logger,
-      services: [corralGrpcService(operations, logger)],
+      services: [corralGrpcService(operations, logger, { fileMaxBytes: config.fileMaxBytes })],
     });
     cleanups.push(() => grpc.stop());
 

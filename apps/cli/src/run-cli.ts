@@ -6,6 +6,7 @@ import { registerHosts } from './commands/hosts';
 import { registerTokens } from './commands/tokens';
 import { registerWhoAmI } from './commands/whoami';
 import { registerWorkloads } from './commands/workloads';
+import { registerCopy, registerExec } from './commands/exec-files';
 import { DEFAULT_ADDR } from './connection/connection';
 import { Session, type CliIo } from './session';
 import { UsageError } from './usage-error';
@@ -14,7 +15,7 @@ export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 
-export type { CliIo } from './session';
+export type { CliInput, CliIo } from './session';
 
 function buildProgram(session: Session): Command {
   const program = new Command('corral')
@@ -34,6 +35,8 @@ function buildProgram(session: Session): Command {
   registerTokens(program, session);
   registerHosts(program, session);
   registerWorkloads(program, session);
+  registerExec(program, session);
+  registerCopy(program, session);
   registerAdmin(program, session);
   return program;
 }
@@ -67,7 +70,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const program = buildProgram(session);
   try {
     await program.parseAsync([...argv], { from: 'user' });
-    return EXIT_OK;
+    return session.exitCode ?? EXIT_OK;
   } catch (err) {
     if (err instanceof CommanderError) {
       // Commander already printed what was wrong (or the help asked for).

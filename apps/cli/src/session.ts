@@ -1,11 +1,30 @@
 import type { Command } from 'commander';
-import { connect, DEFAULT_ADDR, type CorralClient } from './connection/connection';
+import type { Metadata } from '@corral/grpc';
+import { authMetadata, connect, DEFAULT_ADDR, type CorralClient } from './connection/connection';
 import { Printer, type OutputFormat, type TextSink } from './output/printer';
 
+/** A terminal-capable input (process.stdin): read as a stream, raw mode for `exec -t`. */
+export interface CliInput extends AsyncIterable<Buffer | string> {
+  isTTY?: boolean;
+  setRawMode?(raw: boolean): unknown;
+  pause?(): unknown;
+}
+
+/** Where `exec -t` learns the terminal size (process.stdout). */
+export interface TerminalOutput {
+  isTTY?: boolean;
+  columns?: number;
+  rows?: number;
+  on?(event: 'resize', listener: () => void): unknown;
+  removeListener?(event: 'resize', listener: () => void): unknown;
+}
+
 export interface CliIo {
-  stdout: TextSink;
+  stdout: TextSink & TerminalOutput;
   stderr: TextSink;
   env: Record<string, string | undefined>;
+  /** Read by `exec -i` and `cp - ID:PATH`; absent: those read nothing. */
+  stdin?: CliInput;
 }
 
 export interface GlobalOptions {
@@ -23,6 +42,8 @@ export class Session {
   private readonly clients: CorralClient[] = [];
   /** The gateway address last connected to, for error messages. */
   connectedTo?: string;
+  /** Set by a command whose exit code is not just success or failure (`exec` passes the command's on). */
+  exitCode?: number;
 
   constructor(readonly io: CliIo) {}
 
@@ -44,6 +65,12 @@ export class Session {
     const client = connect({ addr: this.connectedTo, apiKey: globals.apiKey || this.io.env['CORRAL_API_KEY'] });
     this.clients.push(client);
     return client;
+  }
+
+  /** The API key as call metadata, for streaming calls made on `client(command).raw`. */
+  metadata(command: Command): Metadata {
+    const globals = this.globals(command);
+    return authMetadata(globals.apiKey || this.io.env['CORRAL_API_KEY']);
   }
 
   close(): void {

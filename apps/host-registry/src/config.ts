@@ -25,6 +25,22 @@ export const hostRegistryConfigSchema = {
   registrationTokenDefaultTtlSeconds: int('REGISTRATION_TOKEN_DEFAULT_TTL_SECONDS', { default: 3600, min: 60 }),
   heartbeatIntervalMs: int('HEARTBEAT_INTERVAL_MS', { default: 1000, min: 100 }),
   missedHeartbeatsBeforeUnreachable: int('MISSED_HEARTBEATS_BEFORE_UNREACHABLE', { default: 3, min: 1 }),
+  // Heartbeats are kept in memory (newest per host) and written as one
+  // batched UPDATE this often; liveness lags receipt by at most this much.
+  heartbeatFlushIntervalMs: int('HEARTBEAT_FLUSH_INTERVAL_MS', { default: 200, min: 10, max: 5000 }),
+  // `direct` (one UPDATE per heartbeat) exists only so bench/membership can
+  // measure what batching saves; it does not report returning hosts.
+  heartbeatWriteMode: oneOf('HEARTBEAT_WRITE_MODE', ['batched', 'direct'] as const, { default: 'batched' }),
+  // How often the monitoring replica looks for silent hosts (and the others
+  // try to take over the monitor lock).
+  livenessCheckIntervalMs: int('LIVENESS_CHECK_INTERVAL_MS', { default: 250, min: 10, max: 60_000 }),
+  // Brake: when more than this percentage of the online hosts (of a fleet of
+  // at least LIVENESS_BRAKE_MIN_HOSTS) would go silent in one check, none is
+  // marked and an alarm is raised instead.
+  livenessBrakeSilentPercent: int('LIVENESS_BRAKE_SILENT_PERCENT', { default: 50, min: 1, max: 100 }),
+  livenessBrakeMinHosts: int('LIVENESS_BRAKE_MIN_HOSTS', { default: 4, min: 1 }),
+  // This replica's name in alarms, logs and the monitor row; random when unset.
+  replicaId: optionalStr('HOST_REGISTRY_REPLICA_ID'),
   logLevel: oneOf('LOG_LEVEL', ['error', 'warn', 'info', 'debug'] as const, { default: 'info' }),
 };
 

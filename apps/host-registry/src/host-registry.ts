@@ -1,4 +1,6 @@
-import { applyMigrations, createPrismaClient } from '@corral/db';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { applyMigrations, createPrismaClient, openSessionLock } from '@corral/db';
 import { connectEventBus, Topics } from '@corral/events';
 import { startGrpcServer } from '@corral/grpc';
 import { createLogger, type Logger } from '@corral/logging';
@@ -8,8 +10,12 @@ import type { CredentialPolicy } from './credentials/host-credentials';
 import { SealedBox } from './credentials/sealed-box';
 import { DEFAULT_ROTATION, HostKeyStore } from './credentials/signing-keys';
 import { hostRegistryService } from './grpc/host-registry-service';
-import { heartbeatHandler } from './heartbeats/heartbeat-intake';
-import { startLivenessMonitor } from './heartbeats/liveness-monitor';
+import { ControlPlaneHealth } from './heartbeats/control-plane-health';
+import { fleetHealth } from './heartbeats/fleet-health';
+import { HeartbeatBatcher } from './heartbeats/heartbeat-batcher';
+import { DirectHeartbeatWriter } from './heartbeats/heartbeat-intake';
+import { LivenessMonitor, MONITOR_LOCK_KEY } from './heartbeats/liveness-monitor';
+import { publishHostStatus } from './hosts/host-events';
 
 const KEY_CHECK_INTERVAL_MS = 60_000;
 
@@ -50,12 +56,53 @@ export async function startHostRegistry(config: HostRegistryConfig, logger: Logg
     logger,
   };
   const bus = await connectEventBus({ url: config.natsUrl, name: 'corral-host-registry', logger });
-  // Replicas share the queue group, so each heartbeat is applied once.
-  const heartbeats = bus.subscribe(Topics.hostHeartbeat, heartbeatHandler(prisma, logger), { queue: 'host-registry' });
-  const monitor = startLivenessMonitor(prisma, logger, {
-    intervalMs: Math.max(100, Math.floor(config.heartbeatIntervalMs / 2)),
-    silentForMs: config.heartbeatIntervalMs * config.missedHeartbeatsBeforeUnreachable,
+  const replicaId = config.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const silentForMs = config.heartbeatIntervalMs * config.missedHeartbeatsBeforeUnreachable;
+  // Trouble with our own connections within one timeout makes stored
+  // silence untrustworthy (see ControlPlaneHealth).
+  const health = new ControlPlaneHealth(silentForMs, bus.status);
+  const offStatus = bus.onStatus((status) => health.busStatus(status));
+  const batcher = new HeartbeatBatcher(prisma, {
+    onError: (err) => {
+      health.databaseFailed();
+      logger.error('could not store heartbeats', { err });
+    },
+    onFlushed: (result) => {
+      health.databaseOk();
+      // A write slower than a heartbeat interval means stored last-seen
+      // times lag: the brake counts it as database trouble.
+      if (result.durationMs > config.heartbeatIntervalMs) {
+        health.databaseFailed();
+        health.databaseOk();
+        logger.warn('heartbeat storage is slow', { durationMs: Math.round(result.durationMs), batch: result.batch });
+      }
+      for (const back of result.returned) {
+        logger.info('host is heartbeating again', { hostId: back.hostId });
+        publishHostStatus(bus, logger, { hostId: back.hostId, status: 'online', previous: 'unreachable', reason: 'heartbeat received', workloads: back.workloads, at: new Date() });
+      }
+    },
   });
+  health.watchStorage(() => batcher.writingForMs > config.heartbeatIntervalMs);
+  batcher.start(config.heartbeatFlushIntervalMs);
+  const direct = config.heartbeatWriteMode === 'direct' ? new DirectHeartbeatWriter(prisma) : undefined;
+  if (direct) logger.warn('HEARTBEAT_WRITE_MODE=direct: one UPDATE per heartbeat, for benchmarks only');
+  // Replicas share the queue group, so each heartbeat is taken by one of them.
+  const heartbeats = bus.subscribe(Topics.hostHeartbeat, (hb) => (direct ? direct.offer(hb) : batcher.offer(hb)), { queue: 'host-registry' });
+  const monitor = new LivenessMonitor({
+    prisma,
+    lock: openSessionLock(config.databaseUrl, MONITOR_LOCK_KEY, { applicationName: 'corral-host-registry-monitor' }),
+    bus,
+    health,
+    logger,
+    options: {
+      replicaId,
+      silentForMs,
+      checkIntervalMs: config.livenessCheckIntervalMs,
+      maxSilentShare: config.livenessBrakeSilentPercent / 100,
+      minFleetForShareBrake: config.livenessBrakeMinHosts,
+    },
+  });
+  monitor.start();
   const server = await startGrpcServer({
     host: config.grpcHost,
     port: config.grpcPort,
@@ -68,11 +115,13 @@ export async function startHostRegistry(config: HostRegistryConfig, logger: Logg
           logger,
           credentials,
           registrationTokenDefaultTtlSeconds: config.registrationTokenDefaultTtlSeconds,
+          bus,
+          fleetHealth: () => fleetHealth({ prisma, health, intake: direct ?? batcher, monitor }),
         }),
       },
     ],
   });
-  logger.info('host-registry listening', { address: server.address });
+  logger.info('host-registry listening', { address: server.address, replicaId });
   let stopped: Promise<void> | undefined;
   return {
     address: server.address,
@@ -82,6 +131,8 @@ export async function startHostRegistry(config: HostRegistryConfig, logger: Logg
         keys.stop();
         heartbeats.unsubscribe();
         await monitor.stop();
+        await batcher.stop();
+        offStatus();
         await bus.drain().catch(() => bus.close());
         await prisma.$disconnect();
       })();

@@ -33,6 +33,12 @@ export const nodeAgentConfigSchema = {
   portRange: { ...portRangeText, parse: (raw: string | undefined): PortRange => parsePortRange(portRangeText.parse(raw), 'AGENT_PORT_RANGE') },
   /** When host credentials can no longer be refreshed: keep workloads running, or pause every one that can pause. */
   credentialFailurePolicy: oneOf('AGENT_CREDENTIAL_FAILURE_POLICY', CREDENTIAL_FAILURE_POLICIES, { default: 'keep-running' }),
+  /** Largest file WriteFile accepts; larger uploads are refused and leave nothing behind. */
+  fileMaxBytes: int('AGENT_FILE_MAX_BYTES', { default: 256 * 1024 * 1024, min: 1 }),
+  /** Exec through a driver without streaming exec: stdin is buffered until EOF, up to this much. */
+  execBufferedStdinMaxBytes: int('AGENT_EXEC_BUFFERED_STDIN_MAX_BYTES', { default: 1024 * 1024, min: 0, max: 64 * 1024 * 1024 }),
+  /** How long such a buffered exec may run. */
+  execBufferedTimeoutMs: int('AGENT_EXEC_BUFFERED_TIMEOUT_MS', { default: 10 * 60_000, min: 1000 }),
   natsUrl: url('NATS_URL', { protocols: ['nats:', 'tls:'] }),
   logLevel: oneOf('LOG_LEVEL', ['error', 'warn', 'info', 'debug'] as const, { default: 'info' }),
 };

@@ -107,6 +107,11 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
             drivers,
             capacity: () => measureCapacity(stateDir),
             logger,
+            limits: {
+              fileMaxBytes: config.fileMaxBytes,
+              bufferedStdinMaxBytes: config.execBufferedStdinMaxBytes,
+              bufferedTimeoutMs: config.execBufferedTimeoutMs,
+            },
           }),
         },
       ],

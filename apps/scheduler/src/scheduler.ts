@@ -8,6 +8,7 @@ import { AgentPool } from './agents/agent-pool';
 import type { SchedulerConfig } from './config';
 import { schedulerService } from './grpc/scheduler-service';
 import { hostRegistryDirectory } from './hosts/host-directory';
+import { watchHostStatus } from './hosts/host-status-watcher';
 import { WorkloadService } from './workloads/workload-service';
 import { WorkloadStore } from './workloads/workload-store';
 
@@ -39,6 +40,8 @@ export async function startScheduler(config: SchedulerConfig, logger: Logger = c
     },
     { queue: 'scheduler' },
   );
+  // Lost hosts' workloads become missing; returning hosts' reports restore them.
+  watchHostStatus({ bus, prisma, store, hosts, agents, logger });
 
   const server = await startGrpcServer({
     host: config.grpcHost,

@@ -20,6 +20,9 @@ export {
 } from './migrations/errors';
 export { defaultMigrationsDir } from './migrations/migration-files';
 
+export { openSessionLock } from './locks/session-lock';
+export type { SessionLock, SessionLockOptions } from './locks/session-lock';
+
 export { startEmbeddedPostgres } from './embedded/embedded-postgres';
 export type { EmbeddedPostgres, EmbeddedPostgresOptions } from './embedded/embedded-postgres';
 

@@ -6,3 +6,4 @@ export * from './services/service-schema';
 export * from './services/service-definition';
 export * from './services/service-plan';
 export * from './services/service-placement';
+export * from './reconcile/decide';

@@ -8,6 +8,7 @@ export {
   assertQueueGroup,
   assertSubjectToken,
   driftSubject,
+  fleetAlarmSubject,
   hostEventsSubject,
   hostHeartbeatSubject,
   isValidSubjectToken,

@@ -5,6 +5,7 @@ import {
   assertQueueGroup,
   assertSubjectToken,
   driftSubject,
+  fleetAlarmSubject,
   hostEventsSubject,
   hostHeartbeatSubject,
   workloadStateSubject,
@@ -17,6 +18,7 @@ describe('subjects', () => {
     expect(hostEventsSubject('h-1')).toBe('corral.hosts.h-1.events');
     expect(workloadStateSubject('w-9')).toBe('corral.workloads.w-9.state');
     expect(driftSubject('w-9')).toBe('corral.drift.w-9');
+    expect(fleetAlarmSubject('r-1')).toBe('corral.fleet.r-1.alarm');
   });
 
   it('has wildcard patterns matching every key of a family and no other family', () => {
@@ -25,6 +27,7 @@ describe('subjects', () => {
       hostEvents: 'corral.hosts.*.events',
       workloadState: 'corral.workloads.*.state',
       drift: 'corral.drift.*',
+      fleetAlarm: 'corral.fleet.*.alarm',
       all: 'corral.>',
     });
     const families = Object.values(Subjects);

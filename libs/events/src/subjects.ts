@@ -105,12 +105,15 @@ export const Subjects = {
   workloadState: family([SUBJECT_ROOT, 'workloads'], 'workloadId', ['state']),
   /** `corral.drift.<workloadId>` — drift findings from the reconciler. */
   drift: family([SUBJECT_ROOT, 'drift'], 'workloadId'),
+  /** `corral.fleet.<replicaId>.alarm` — FleetAlarm from host-registry's monitor. */
+  fleetAlarm: family([SUBJECT_ROOT, 'fleet'], 'replicaId', ['alarm']),
 } as const;
 
 export const hostHeartbeatSubject = (hostId: string): string => Subjects.hostHeartbeat.subject(hostId);
 export const hostEventsSubject = (hostId: string): string => Subjects.hostEvents.subject(hostId);
 export const workloadStateSubject = (workloadId: string): string => Subjects.workloadState.subject(workloadId);
 export const driftSubject = (workloadId: string): string => Subjects.drift.subject(workloadId);
+export const fleetAlarmSubject = (replicaId: string): string => Subjects.fleetAlarm.subject(replicaId);
 
 /** Wildcard patterns to subscribe to every key of a family. */
 export const SubjectPatterns = {
@@ -118,5 +121,6 @@ export const SubjectPatterns = {
   hostEvents: Subjects.hostEvents.pattern, // corral.hosts.*.events
   workloadState: Subjects.workloadState.pattern, // corral.workloads.*.state
   drift: Subjects.drift.pattern, // corral.drift.*
+  fleetAlarm: Subjects.fleetAlarm.pattern, // corral.fleet.*.alarm
   all: `${SUBJECT_ROOT}.>`,
 } as const;

@@ -1,6 +1,6 @@
 // The topics Corral publishes: each subject family with its protobuf payload.
 
-import { HostHeartbeat, WorkloadStateChanged } from '@corral/proto';
+import { HostHeartbeat, WorkloadStateChanged, eventsV1 } from '@corral/proto';
 import type { Codec, Topic } from './event-bus';
 import { Subjects, type SubjectFamily } from './subjects';
 
@@ -28,9 +28,9 @@ export function defineTopic<T>(
 }
 
 // Topics exist only for subjects whose payload has a protobuf message in
-// proto/corral/events/v1. `corral.drift.<workloadId>` and
-// `corral.hosts.<hostId>.events` have subjects (see Subjects) but no message
-// yet; add a topic here with defineTopic once the message is defined.
+// proto/corral/events/v1. `corral.drift.<workloadId>` has a subject (see
+// Subjects) but no message yet; add a topic here with defineTopic once the
+// message is defined.
 export const Topics = {
   /** `corral.hosts.<hostId>.heartbeat`, key = hostId. */
   hostHeartbeat: defineTopic<HostHeartbeat>(
@@ -45,5 +45,19 @@ export const Topics = {
     Subjects.workloadState,
     protoCodec(WorkloadStateChanged),
     (m) => m.workloadId,
+  ),
+  /** `corral.hosts.<hostId>.events`, key = hostId: host status changes from host-registry. */
+  hostStatus: defineTopic<eventsV1.HostStatusChanged>(
+    'hostStatus',
+    Subjects.hostEvents,
+    protoCodec(eventsV1.HostStatusChanged),
+    (m) => m.hostId,
+  ),
+  /** `corral.fleet.<replicaId>.alarm`, key = replicaId: the monitor's brake engaging or releasing. */
+  fleetAlarm: defineTopic<eventsV1.FleetAlarm>(
+    'fleetAlarm',
+    Subjects.fleetAlarm,
+    protoCodec(eventsV1.FleetAlarm),
+    (m) => m.replicaId,
   ),
 } as const;

@@ -10,3 +10,5 @@ export { resolveProgram } from './executor/resolve-program';
 export { isProcessAlive, killProcessGroup, processStartTime } from './process/process-group';
 export { spawnSupervised } from './supervised/spawn-supervised';
 export type { CombinedLogOptions, ExitStatus, SplitLogOptions, SupervisedOptions, SupervisedProcess } from './supervised/spawn-supervised';
+export { spawnInteractive } from './interactive/spawn-interactive';
+export type { InteractiveOptions, InteractiveProcess } from './interactive/spawn-interactive';

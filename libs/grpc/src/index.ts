@@ -9,3 +9,7 @@ export type { ChannelCredentials, ServiceError } from '@grpc/grpc-js';
 export * from './client/health';
 export * from './server/run';
 export * from './server/health-only-service';
+export * from './tls/mutual-tls';
+export * from './server/duplex';
+export * from './client/duplex';
+export { AsyncQueue } from './common/async-queue';

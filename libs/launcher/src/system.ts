@@ -58,6 +58,8 @@ export interface RunningSystem {
   logPath(name: ServiceName): string;
   /** Stops one service's process; for the node agent its workloads keep running. */
   stopService(name: ServiceName): Promise<void>;
+  /** Kills one service's process at once, as a crash would (`kill -9`). */
+  killService(name: ServiceName): Promise<void>;
   startService(name: ServiceName): Promise<void>;
   /**
    * Starts the local node agent. Without a stored identity it registers with
@@ -283,6 +285,14 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
         const entry = running.get(name);
         if (!entry) return;
         await stopProcess(entry.proc, 10_000);
+        running.delete(name);
+      },
+      async killService(name) {
+        const entry = running.get(name);
+        if (!entry) return;
+        const exited = entry.proc.wait();
+        entry.proc.kill('SIGKILL');
+        await exited;
         running.delete(name);
       },
       async startService(name) {

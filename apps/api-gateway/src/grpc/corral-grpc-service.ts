@@ -1,5 +1,5 @@
-import { errorFromCode, workloadExtrasFromWire } from '@corral/domain';
-import { implementServerStream, implementUnary, type CallContext, type ServiceRegistration } from '@corral/grpc';
+import { errorFromCode, InvalidArgumentError, workloadExtrasFromWire } from '@corral/domain';
+import { implementBidiStream, implementClientStream, implementServerStream, implementUnary, type CallContext, type ServiceRegistration } from '@corral/grpc';
 import type { Logger } from '@corral/logging';
 import { apiV1 } from '@corral/proto';
 import { isServerFault, toPublicError } from '../errors/public-error';
@@ -18,7 +18,11 @@ function authorizationOf(ctx: CallContext): string | undefined {
   return values.length === 1 ? values[0].toString() : undefined;
 }
 
-export function corralGrpcService(operations: CorralOperations, logger: Logger): ServiceRegistration {
+/** Default largest upload through WriteWorkloadFile. */
+export const DEFAULT_FILE_MAX_BYTES = 256 * 1024 * 1024;
+
+export function corralGrpcService(operations: CorralOperations, logger: Logger, options: { fileMaxBytes?: number } = {}): ServiceRegistration {
+  const fileMaxBytes = options.fileMaxBytes ?? DEFAULT_FILE_MAX_BYTES;
   const authenticated = async (ctx: CallContext): Promise<OperationContext> => ({
     caller: await operations.authenticate(authorizationOf(ctx)),
     signal: ctx.signal,
@@ -60,6 +64,13 @@ export function corralGrpcService(operations: CorralOperations, logger: Logger):
     async getWorkloadLogs(request, ctx) {
       return operations.getWorkloadLogs(await authenticated(ctx), request.id, request.tailBytes);
     },
+    async restoreWorkload(request, ctx) {
+      return { workload: await operations.restoreWorkload(await authenticated(ctx), request.id, request.snapshotId, { name: request.name }) };
+    },
+    async listWorkloadDirectory(request, ctx) {
+      const entries = await operations.listWorkloadDirectory(await authenticated(ctx), request.id, request.path);
+      return { entries: entries.map((e) => ({ ...e, modifiedAt: e.modifiedAt ? new Date(e.modifiedAt) : undefined })) };
+    },
   };
 
   const sanitized = Object.fromEntries(
@@ -86,6 +97,28 @@ export function corralGrpcService(operations: CorralOperations, logger: Logger):
   const streams = implementServerStream(
     apiV1.CorralServiceService,
     {
+      async *readWorkloadFile(request, ctx) {
+        try {
+          for await (const chunk of await operations.readWorkloadFile(await authenticated(ctx), request.id, request.path)) yield { chunk };
+        } catch (err) {
+          throw publicError(err, ctx);
+        }
+      },
+      async *snapshotWorkload(request, ctx) {
+        try {
+          for await (const event of await operations.snapshotWorkload(await authenticated(ctx), request.id, { leavePaused: request.leavePaused })) {
+            if (event.type === 'progress') {
+              const { type: _type, ...progress } = event;
+              yield { kind: { $case: 'progress', value: progress } };
+            } else {
+              const { type: _type, ...result } = event;
+              yield { kind: { $case: 'result', value: result } };
+            }
+          }
+        } catch (err) {
+          throw publicError(err, ctx);
+        }
+      },
       async *streamWorkloadLogs(request, ctx) {
         try {
           const chunks = await operations.streamWorkloadLogs(await authenticated(ctx), request.id, { tailBytes: request.tailBytes, follow: request.follow });
@@ -98,8 +131,92 @@ export function corralGrpcService(operations: CorralOperations, logger: Logger):
     logger,
   );
 
+  const duplex = {
+    ...implementBidiStream(
+      apiV1.CorralServiceService,
+      {
+        async *execWorkload(requests, ctx) {
+          const iterator = requests[Symbol.asyncIterator]();
+          let channel;
+          try {
+            const caller = await authenticated(ctx);
+            const first = await iterator.next();
+            if (first.done || first.value.kind?.$case !== 'start') throw new InvalidArgumentError('the first message must be start', { field: 'start' });
+            const start = first.value.kind.value;
+            channel = await operations.execWorkload(caller, start.id, {
+              command: start.command,
+              tty: start.tty,
+              env: start.env,
+              workingDir: start.workingDir,
+              columns: start.size?.columns,
+              rows: start.size?.rows,
+            });
+          } catch (err) {
+            throw publicError(err, ctx);
+          }
+          const open = channel;
+          void (async () => {
+            try {
+              for (;;) {
+                const next = await iterator.next();
+                if (next.done) break;
+                const kind = next.value.kind;
+                if (kind?.$case === 'stdin') await open.send({ type: 'stdin', data: Buffer.from(kind.value) });
+                else if (kind?.$case === 'stdinEof') await open.send({ type: 'eof' });
+                else if (kind?.$case === 'resize') await open.send({ type: 'resize', columns: kind.value.columns, rows: kind.value.rows });
+              }
+            } catch {
+              open.close();
+            }
+          })();
+          try {
+            yield { kind: { $case: 'started', value: {} } };
+            for await (const output of open.output) {
+              if (output.type === 'exit') yield { kind: { $case: 'exit', value: { exitCode: output.exitCode } } };
+              else yield { kind: { $case: output.type, value: output.data } };
+            }
+          } catch (err) {
+            throw publicError(err, ctx);
+          } finally {
+            open.close();
+          }
+        },
+      },
+      logger,
+    ),
+    ...implementClientStream(
+      apiV1.CorralServiceService,
+      {
+        async writeWorkloadFile(requests, ctx) {
+          try {
+            const caller = await authenticated(ctx);
+            const iterator = requests[Symbol.asyncIterator]();
+            const first = await iterator.next();
+            if (first.done || first.value.kind?.$case !== 'header') throw new InvalidArgumentError('the first message must be the header', { field: 'header' });
+            const header = first.value.kind.value;
+            const content = (async function* () {
+              for (;;) {
+                const next = await iterator.next();
+                // Without eof the upload was cut short: nothing may be written.
+                if (next.done) throw new InvalidArgumentError('the upload ended before eof', { field: 'eof' });
+                const kind = next.value.kind;
+                if (kind?.$case === 'eof') return;
+                if (kind?.$case !== 'chunk') throw new InvalidArgumentError('only content chunks may follow the header', { field: 'chunk' });
+                yield Buffer.from(kind.value);
+              }
+            })();
+            return await operations.writeWorkloadFile(caller, header.id, header.path, content, { mode: header.mode, maxBytes: fileMaxBytes });
+          } catch (err) {
+            throw publicError(err, ctx);
+          }
+        },
+      },
+      logger,
+    ),
+  };
+
   return {
     definition: apiV1.CorralServiceService,
-    implementation: { ...implementUnary(apiV1.CorralServiceService, sanitized, logger), ...streams },
+    implementation: { ...implementUnary(apiV1.CorralServiceService, sanitized, logger), ...streams, ...duplex },
   };
 }

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import websocket from '@fastify/websocket';
 import type { WorkloadSpecInput } from '@corral/domain';
 import { TERMINAL_STATES } from '@corral/domain';
 import type { Logger } from '@corral/logging';
@@ -12,6 +13,7 @@ import { httpErrorFor } from './http-errors';
 import { compileRequestValidator } from './request-validation';
 import { routeSchemas, sharedSchemas } from './schemas';
 import { hostView, workloadView } from './views';
+import { registerWorkloadStreamRoutes } from './workload-stream-routes';
 
 // The REST adapter: routes, request shapes and HTTP status codes over the
 // shared operations. It owns nothing else.
@@ -30,6 +32,8 @@ export interface HttpAppOptions {
   logger: Logger;
   /** Largest request body accepted; larger ones get 413. */
   bodyLimitBytes: number;
+  /** Largest file upload (PUT …/files); default 256 MiB. */
+  fileMaxBytes?: number;
   readiness?: ReadinessCheck;
 }
 
@@ -120,6 +124,8 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
+  // Exec frames carry stdin chunks; anything bigger is refused by ws itself.
+  await app.register(websocket, { options: { maxPayload: 1024 * 1024 } });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
@@ -189,6 +195,8 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     api.post<{ Params: { id: string } }>('/v1/workloads/:id/resume', { schema: routeSchemas.resumeWorkload }, async (request) =>
       workloadView(await operations.resumeWorkload(callerOf(request), request.params.id)),
     );
+
+    await registerWorkloadStreamRoutes(api, { operations, logger, fileMaxBytes: options.fileMaxBytes ?? 256 * 1024 * 1024, callerOf });
 
     api.get<{ Params: { id: string }; Querystring: { tail?: number; follow?: boolean } }>(
       '/v1/workloads/:id/logs',

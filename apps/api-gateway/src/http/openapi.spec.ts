@@ -46,8 +46,22 @@ describe('OpenAPI document', () => {
         'GET /v1/workloads/{id}/logs',
         'POST /v1/workloads/{id}/pause',
         'POST /v1/workloads/{id}/resume',
+        'GET /v1/workloads/{id}/exec',
+        'GET /v1/workloads/{id}/files',
+        'PUT /v1/workloads/{id}/files',
+        'POST /v1/workloads/{id}/snapshots',
+        'POST /v1/workloads/{id}/snapshots/{snapshotId}/restore',
       ].sort(),
     );
+  });
+
+  it('documents the exec WebSocket framing, the files routes and the snapshot stream', () => {
+    const exec = doc.paths['/v1/workloads/{id}/exec'].get as unknown as { description: string; parameters: { name: string }[] };
+    expect(exec.description).toContain('first byte names its channel');
+    expect(exec.parameters.map((p) => p.name)).toEqual(expect.arrayContaining(['id', 'command', 'tty']));
+    expect(doc.paths['/v1/workloads/{id}/files'].put.responses['413']).toBeDefined();
+    const snapshot = doc.paths['/v1/workloads/{id}/snapshots'].post.responses['200'] as { content: Record<string, unknown> };
+    expect(Object.keys(snapshot.content)).toEqual(['application/x-ndjson']);
   });
 
   it('declares bearer authentication, waived only for health checks', () => {

@@ -174,10 +174,10 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   500: 'internal',
   503: 'unavailable: a backend service cannot be reached',
 };
-const errorResponses = (...statuses: number[]) =>
+export const errorResponses = (...statuses: number[]) =>
   Object.fromEntries(statuses.map((s) => [s, { description: ERROR_DESCRIPTIONS[s], ...ref(SCHEMA_IDS.error) }]));
 /** Answers any authenticated route may give besides its own. */
-const authenticatedErrors = errorResponses(400, 401, 403, 500, 503);
+export const authenticatedErrors = errorResponses(400, 401, 403, 500, 503);
 
 export const idParams = {
   type: 'object',

@@ -10,6 +10,7 @@ import {
 import type { hostRegistryV1, schedulerV1 } from '@corral/proto';
 import { teamScopeOf, type Caller } from './caller';
 import type { CorralPorts } from './ports';
+import { createWorkloadStreamOperations, type WorkloadStreamOperations } from './workload-streams';
 
 // The operations of Corral's public API, shared by the REST and the gRPC
 // adapters so both authenticate, validate and scope by team the same way.
@@ -39,7 +40,7 @@ export interface WorkloadLogs {
   truncated: boolean;
 }
 
-export interface CorralOperations {
+export interface CorralOperations extends WorkloadStreamOperations {
   /** Resolves an `Authorization` header value ("Bearer <key>") to its caller. */
   authenticate(authorization: string | undefined): Promise<Caller>;
   whoAmI(ctx: OperationContext): Promise<{ keyId: string; admin: boolean; teamId: string | null }>;
@@ -92,6 +93,8 @@ export function createCorralOperations(ports: CorralPorts): CorralOperations {
   const opts = (ctx: OperationContext) => (ctx.signal ? { signal: ctx.signal } : {});
 
   return {
+    ...createWorkloadStreamOperations(ports, checkId),
+
     async authenticate(authorization) {
       return ports.authenticate(bearerKeyOf(authorization));
     },

@@ -1,4 +1,4 @@
-import type { PromiseClient, StreamCallOpts } from '@corral/grpc';
+import type { BidiCall, PromiseClient, StreamCallOpts } from '@corral/grpc';
 import type { hostRegistryV1, schedulerV1 } from '@corral/proto';
 import type { Caller } from './caller';
 
@@ -8,7 +8,7 @@ import type { Caller } from './caller';
 
 export type WorkloadScheduler = Pick<
   PromiseClient<schedulerV1.SchedulerServiceClient>,
-  'createWorkload' | 'getWorkload' | 'listWorkloads' | 'stopWorkload' | 'getWorkloadLogs' | 'pauseWorkload' | 'resumeWorkload'
+  'createWorkload' | 'getWorkload' | 'listWorkloads' | 'stopWorkload' | 'getWorkloadLogs' | 'pauseWorkload' | 'resumeWorkload' | 'restoreWorkload'
 > & {
   /** The scheduler's StreamWorkloadLogs; leaving the loop or aborting `opts.signal` cancels it. */
   stream(
@@ -23,8 +23,23 @@ export type HostRegistry = Pick<PromiseClient<hostRegistryV1.HostRegistryService
 /** Resolves a presented API key to its caller, or throws UnauthenticatedError. */
 export type ApiKeyAuthenticator = (presentedKey: string) => Promise<Caller>;
 
+/**
+ * The scheduler's exec, file and snapshot calls (streams in both
+ * directions). Ending an iteration or aborting `opts.signal` cancels the
+ * call upstream.
+ */
+export interface WorkloadStreams {
+  exec(opts?: StreamCallOpts): BidiCall<schedulerV1.ExecWorkloadRequest, schedulerV1.ExecWorkloadResponse>;
+  writeFile(requests: AsyncIterable<schedulerV1.WriteWorkloadFileRequest>, opts?: StreamCallOpts): Promise<schedulerV1.WriteWorkloadFileResponse>;
+  readFile(request: schedulerV1.ReadWorkloadFileRequest, opts?: StreamCallOpts): AsyncIterable<schedulerV1.ReadWorkloadFileResponse>;
+  listDirectory(request: schedulerV1.ListWorkloadDirectoryRequest, opts?: StreamCallOpts): Promise<schedulerV1.ListWorkloadDirectoryResponse>;
+  snapshot(request: schedulerV1.SnapshotWorkloadRequest, opts?: StreamCallOpts): AsyncIterable<schedulerV1.SnapshotWorkloadResponse>;
+}
+
 export interface CorralPorts {
   scheduler: WorkloadScheduler;
+  /** Absent: exec, files and snapshots answer UNAVAILABLE. */
+  workloadStreams?: WorkloadStreams;
   hostRegistry: HostRegistry;
   authenticate: ApiKeyAuthenticator;
 }

@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import {
   FailedPreconditionError,
+  InvalidArgumentError,
   NotFoundError,
   UnauthenticatedError,
+  UnavailableError,
   instanceStateFromProto,
   instanceStateToProto,
   pauseResumeAction,
@@ -13,7 +15,8 @@ import {
 } from '@corral/domain';
 import { HostStatus, hostRegistryV1, schedulerV1 } from '@corral/proto';
 import type { Caller } from '../operations/caller';
-import type { ApiKeyAuthenticator, HostRegistry, WorkloadScheduler } from '../operations/ports';
+import { AsyncQueue, type BidiCall, type StreamCallOpts } from '@corral/grpc';
+import type { ApiKeyAuthenticator, HostRegistry, WorkloadScheduler, WorkloadStreams } from '../operations/ports';
 
 // In-memory stand-ins for the scheduler, the host registry and the API key
 // store, for tests of the gateway's adapters. They keep the backends'
@@ -94,6 +97,14 @@ export class FakeScheduler implements WorkloadScheduler {
     if (action === 'refuse') throw new FailedPreconditionError(`workload ${request.id} cannot be ${to === 'paused' ? 'paused' : 'resumed'} now`);
     workload.state = instanceStateToProto(to);
     return workload;
+  }
+
+  async restoreWorkload(request: schedulerV1.RestoreWorkloadRequest): Promise<schedulerV1.RestoreWorkloadResponse> {
+    this.enter('restoreWorkload', request);
+    const source = this.visible(request.id, request.teamId);
+    if (request.snapshotId !== 'snap-1-abc') throw new NotFoundError(`snapshot ${request.snapshotId} not found`, { field: 'snapshotId' });
+    const restored = this.add({ ...source, id: undefined, name: request.name || `${source.name}-restored`, state: 'running' });
+    return { workload: restored };
   }
 
   async getWorkload(request: schedulerV1.GetWorkloadRequest): Promise<schedulerV1.GetWorkloadResponse> {
@@ -215,4 +226,113 @@ export function fakeAuthenticator(keys: Record<string, Caller>): ApiKeyAuthentic
     if (!caller) throw new UnauthenticatedError('unknown API key');
     return caller;
   };
+}
+
+/**
+ * The scheduler's exec, file and snapshot streams, in memory. Exec runs a
+ * tiny command language instead of programs: `echo ARGS...` prints them,
+ * `cat` copies stdin to stdout until EOF, `fail-later` writes to stderr and
+ * exits 3, `not-running` is refused like a stopped workload, `hang` waits
+ * to be cancelled. Files live in `files` (path → content).
+ */
+export class FakeWorkloadStreams implements WorkloadStreams {
+  readonly files = new Map<string, Buffer>();
+  readonly calls: { method: string; request: unknown }[] = [];
+  /** Exec calls cancelled by the gateway. */
+  cancelledExecs = 0;
+  /** Snapshot progress events to send before the result. */
+  snapshotSteps = 2;
+
+  exec(opts: StreamCallOpts = {}): BidiCall<schedulerV1.ExecWorkloadRequest, schedulerV1.ExecWorkloadResponse> {
+    const responses = new AsyncQueue<schedulerV1.ExecWorkloadResponse>();
+    let argv: string[] | undefined;
+    let done = false;
+    const finish = (exitCode: number) => {
+      if (done) return;
+      done = true;
+      responses.push({ kind: { $case: 'exit', value: { exitCode } } });
+      responses.end();
+    };
+    const stdout = (text: string | Buffer) => responses.push({ kind: { $case: 'stdout', value: Buffer.from(text) } });
+    opts.signal?.addEventListener(
+      'abort',
+      () => {
+        if (done) return;
+        done = true;
+        this.cancelledExecs++;
+        responses.fail(new UnavailableError('cancelled'));
+      },
+      { once: true },
+    );
+    return {
+      write: async (message) => {
+        const kind = message.kind;
+        if (kind?.$case === 'start') {
+          this.calls.push({ method: 'exec', request: kind.value });
+          argv = kind.value.command;
+          if (argv[0] === 'not-running') {
+            done = true;
+            responses.fail(new FailedPreconditionError('cannot exec into workload: it is stopped'));
+            return;
+          }
+          responses.push({ kind: { $case: 'started', value: {} } });
+          if (argv[0] === 'echo') {
+            stdout(`${argv.slice(1).join(' ')}${kind.value.tty ? ' (tty)' : ''}\n`);
+            finish(0);
+          } else if (argv[0] === 'fail-later') {
+            responses.push({ kind: { $case: 'stderr', value: Buffer.from('something broke\n') } });
+            finish(3);
+          }
+        } else if (kind?.$case === 'stdin' && argv?.[0] === 'cat') stdout(kind.value);
+        else if (kind?.$case === 'stdinEof' && argv?.[0] === 'cat') finish(0);
+        else if (kind?.$case === 'resize') stdout(`resized to ${kind.value.columns}x${kind.value.rows}\n`);
+      },
+      end: () => undefined,
+      responses,
+      cancel: () => undefined,
+    };
+  }
+
+  async writeFile(requests: AsyncIterable<schedulerV1.WriteWorkloadFileRequest>, opts: StreamCallOpts = {}): Promise<schedulerV1.WriteWorkloadFileResponse> {
+    let path = '';
+    const parts: Buffer[] = [];
+    let complete = false;
+    for await (const message of requests) {
+      if (opts.signal?.aborted) throw new UnavailableError('cancelled');
+      if (message.kind?.$case === 'header') {
+        this.calls.push({ method: 'writeFile', request: message.kind.value });
+        path = message.kind.value.path;
+      } else if (message.kind?.$case === 'chunk') parts.push(Buffer.from(message.kind.value));
+      else if (message.kind?.$case === 'eof') complete = true;
+    }
+    if (!complete) throw new InvalidArgumentError('the upload ended before eof', { field: 'eof' });
+    // Only a complete upload is stored (the agent's writes are atomic).
+    const content = Buffer.concat(parts);
+    this.files.set(path, content);
+    return { bytes: content.length };
+  }
+
+  async *readFile(request: schedulerV1.ReadWorkloadFileRequest): AsyncGenerator<schedulerV1.ReadWorkloadFileResponse> {
+    this.calls.push({ method: 'readFile', request });
+    const content = this.files.get(request.path);
+    if (!content) throw new NotFoundError(`${request.path} does not exist in the workload`, { field: 'path' });
+    for (let i = 0; i < content.length; i += 3) yield { chunk: content.subarray(i, i + 3) };
+  }
+
+  async listDirectory(request: schedulerV1.ListWorkloadDirectoryRequest): Promise<schedulerV1.ListWorkloadDirectoryResponse> {
+    this.calls.push({ method: 'listDirectory', request });
+    const prefix = request.path.endsWith('/') ? request.path : `${request.path}/`;
+    const entries = [...this.files.entries()]
+      .filter(([p]) => p.startsWith(prefix) && !p.slice(prefix.length).includes('/'))
+      .map(([p, c]) => ({ name: p.slice(prefix.length), kind: 'file', sizeBytes: c.length, mode: 0o644, modifiedAt: new Date('2026-01-01T00:00:00Z') }));
+    return { entries };
+  }
+
+  async *snapshot(request: schedulerV1.SnapshotWorkloadRequest): AsyncGenerator<schedulerV1.SnapshotWorkloadResponse> {
+    this.calls.push({ method: 'snapshot', request });
+    for (let i = 1; i <= this.snapshotSteps; i++) {
+      yield { kind: { $case: 'progress', value: { status: 'active', transferredBytes: i * 100, totalBytes: 1000, remainingBytes: 1000 - i * 100, elapsedMs: i * 10 } } };
+    }
+    yield { kind: { $case: 'result', value: { snapshotId: 'snap-1', bytes: 1000, durationMs: 42 } } };
+  }
 }

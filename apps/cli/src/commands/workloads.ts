@@ -46,6 +46,10 @@ function workloadDetails(w: WorkloadView): string {
   ]);
 }
 
+function mebibytes(bytes: number): string {
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
 function present<T>(value: T | undefined): T {
   if (value === undefined) throw new Error('the gateway answered without a workload');
   return value;
@@ -168,6 +172,52 @@ export function registerWorkloads(program: Command, session: Session): void {
     .description('resume a paused workload')
     .action(async (id: string, _options, command: Command) => {
       const res = await session.client(command).resumeWorkload({ id });
+      session.printer(command).result(workloadView(present(res.workload)), workloadDetails);
+    });
+
+  workloads
+    .command('snapshot')
+    .argument('<id>', 'workload id')
+    .option('--leave-paused', 'leave the workload paused afterwards')
+    .description('take a memory snapshot of a running workload (qemu), showing its progress')
+    .action(async (id: string, options: { leavePaused?: boolean }, command: Command) => {
+      const printer = session.printer(command);
+      const interrupted = new AbortController();
+      const onInterrupt = () => interrupted.abort();
+      process.once('SIGINT', onInterrupt);
+      try {
+        const events = session.client(command).stream('snapshotWorkload', { id, leavePaused: options.leavePaused ?? false }, { signal: interrupted.signal });
+        for await (const event of events) {
+          const kind = event.kind;
+          if (kind?.$case === 'progress') {
+            const p = kind.value;
+            // Progress goes to stderr so that stdout holds only the result.
+            session.io.stderr.write(`${p.status}: ${mebibytes(p.transferredBytes)} of ${mebibytes(p.totalBytes)} sent, ${mebibytes(p.remainingBytes)} left (${p.elapsedMs} ms)\n`);
+          } else if (kind?.$case === 'result') {
+            const r = kind.value;
+            printer.result({ id, snapshotId: r.snapshotId, bytes: r.bytes, durationMs: r.durationMs }, (v) =>
+              renderDetails([
+                ['Workload', v.id],
+                ['Snapshot', v.snapshotId],
+                ['Size', mebibytes(v.bytes)],
+                ['Took', `${v.durationMs} ms`],
+              ]),
+            );
+          }
+        }
+      } finally {
+        process.removeListener('SIGINT', onInterrupt);
+      }
+    });
+
+  workloads
+    .command('restore')
+    .argument('<id>', 'the workload the snapshot was taken of')
+    .argument('<snapshot>', 'snapshot id, as `workloads snapshot` printed it')
+    .option('--name <name>', 'name of the new workload (default: <name>-restored)')
+    .description('start a new workload from a snapshot, on the host that holds it')
+    .action(async (id: string, snapshotId: string, options: { name?: string }, command: Command) => {
+      const res = await session.client(command).restoreWorkload({ id, snapshotId, name: options.name ?? '' });
       session.printer(command).result(workloadView(present(res.workload)), workloadDetails);
     });
 

@@ -14,14 +14,18 @@ export interface ConnectionOptions {
 
 /** A client of the gateway's public gRPC API that sends the API key on every call. */
 export function connect(options: ConnectionOptions): CorralClient {
-  const apiKey = options.apiKey?.trim();
-  if (!apiKey) throw new UsageError('no API key: set CORRAL_API_KEY or pass --api-key');
+  const metadata = authMetadata(options.apiKey);
   return createClient(apiV1.CorralServiceClient, options.addr, {
     deadlineMs: options.deadlineMs ?? 30_000,
-    metadata: () => {
-      const metadata = new Metadata();
-      metadata.set('authorization', `Bearer ${apiKey}`);
-      return metadata;
-    },
+    metadata: () => metadata.clone(),
   });
+}
+
+/** "authorization: Bearer <key>" call metadata; a UsageError without a key. */
+export function authMetadata(key: string | undefined): Metadata {
+  const apiKey = key?.trim();
+  if (!apiKey) throw new UsageError('no API key: set CORRAL_API_KEY or pass --api-key');
+  const metadata = new Metadata();
+  metadata.set('authorization', `Bearer ${apiKey}`);
+  return metadata;
 }

@@ -1,10 +1,14 @@
 import type { PrismaClient } from '@corral/db';
+import { UnavailableError, type HostStatus } from '@corral/domain';
+import type { EventBus } from '@corral/events';
 import { implementUnary } from '@corral/grpc';
 import type { Logger } from '@corral/logging';
 import { hostRegistryV1 } from '@corral/proto';
 import { hostTokenJwks, refreshHostCredentials, type CredentialPolicy } from '../credentials/host-credentials';
 import { HOST_TOKEN_AUDIENCE, HOST_TOKEN_ISSUER } from '../credentials/host-tokens';
+import { publishHostStatus } from '../hosts/host-events';
 import { getHost, hostToProto, listHosts, registerHost } from '../hosts/host-inventory';
+import { deleteHost, drainHost, undrainHost, type StatusChange } from '../hosts/host-lifecycle';
 import { createRegistrationToken, listRegistrationTokens, revokeRegistrationToken, type RegistrationTokenView } from '../registration/registration-tokens';
 
 export interface HostRegistryDeps {
@@ -12,6 +16,10 @@ export interface HostRegistryDeps {
   logger: Logger;
   credentials: CredentialPolicy;
   registrationTokenDefaultTtlSeconds: number;
+  /** Where host status changes are announced; none in tests that do not care. */
+  bus?: Pick<EventBus, 'publish'>;
+  /** GetFleetHealth's answer; Unavailable when not wired. */
+  fleetHealth?: () => Promise<hostRegistryV1.GetFleetHealthResponse>;
   now?: () => Date;
 }
 
@@ -33,6 +41,10 @@ function tokenToProto(token: RegistrationTokenView): hostRegistryV1.Registration
 export function hostRegistryService(deps: HostRegistryDeps) {
   const now = deps.now ?? (() => new Date());
   const credentials: CredentialPolicy = { logger: deps.logger, ...deps.credentials };
+  const announce = (change: StatusChange, reason: string) => {
+    if (!change.changed || !deps.bus) return;
+    publishHostStatus(deps.bus, deps.logger, { hostId: change.host.id, status: change.host.status as HostStatus, previous: change.previous, reason, at: now() });
+  };
   return implementUnary(
     hostRegistryV1.HostRegistryServiceService,
     {
@@ -99,6 +111,32 @@ export function hostRegistryService(deps: HostRegistryDeps) {
       },
       async getHost(req) {
         return { host: hostToProto(await getHost(deps.prisma, req.id)) };
+      },
+      async drainHost(req) {
+        const change = await drainHost(deps.prisma, req.id, req.teamId || undefined);
+        if (change.changed) deps.logger.info('host draining', { hostId: req.id, from: change.previous });
+        announce(change, 'drained by an operator');
+        return { host: hostToProto(change.host) };
+      },
+      async undrainHost(req) {
+        const change = await undrainHost(deps.prisma, req.id, req.teamId || undefined);
+        if (change.changed) deps.logger.info('host undrained', { hostId: req.id });
+        announce(change, 'undrained by an operator');
+        return { host: hostToProto(change.host) };
+      },
+      async deleteHost(req) {
+        const out = await deleteHost(deps.prisma, req.id, { teamId: req.teamId || undefined, force: req.force }, now());
+        if (out.deletedNow) {
+          deps.logger.warn('host deleted', { hostId: req.id, force: req.force, affectedWorkloads: out.affected.length });
+          if (deps.bus) {
+            publishHostStatus(deps.bus, deps.logger, { hostId: req.id, status: 'down', previous: out.previous, reason: 'deleted', deleted: true, agentAddress: out.host.agentAddress, at: now() });
+          }
+        }
+        return { id: req.id, affectedWorkloadIds: out.affected, deletedNow: out.deletedNow };
+      },
+      async getFleetHealth() {
+        if (!deps.fleetHealth) throw new UnavailableError('fleet health is not available on this server');
+        return deps.fleetHealth();
       },
     },
     deps.logger,

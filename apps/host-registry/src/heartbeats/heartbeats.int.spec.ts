@@ -3,7 +3,6 @@ import { createTestDatabase, describeWithDatabase, type TestDatabase } from '@co
 import { registerHost } from '../hosts/host-inventory';
 import { createRegistrationToken } from '../registration/registration-tokens';
 import { applyHeartbeat } from './heartbeat-intake';
-import { markSilentHostsUnreachable } from './liveness-monitor';
 
 describeWithDatabase('heartbeat intake and liveness', () => {
   let db: TestDatabase;
@@ -52,15 +51,6 @@ describeWithDatabase('heartbeat intake and liveness', () => {
     const row = await host();
     expect(row.lastSeq).toBe(9n);
     expect(row.usage).toMatchObject({ memoryMb: 9 });
-  });
-
-  it('marks a silent host unreachable and brings it back on its next heartbeat', async () => {
-    const lastSeen = (await host()).lastHeartbeatAt!;
-    expect(await markSilentHostsUnreachable(db.prisma, 3000, new Date(lastSeen.getTime() + 2000))).toEqual([]);
-    expect(await markSilentHostsUnreachable(db.prisma, 3000, new Date(lastSeen.getTime() + 3500))).toEqual([hostId]);
-    expect((await host()).status).toBe('unreachable');
-    await applyHeartbeat(db.prisma, hb('boot-2', 10, 9000), new Date(lastSeen.getTime() + 4000));
-    expect((await host()).status).toBe('online');
   });
 
   it('does not bring a draining host online, and ignores unknown hosts', async () => {

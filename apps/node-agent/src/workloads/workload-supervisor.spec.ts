@@ -74,7 +74,17 @@ describe('WorkloadSupervisor', () => {
     rmSync(stateDir, { recursive: true, force: true });
   });
 
-  const settled = (id: string) => eventually(() => (['stopped', 'failed'].includes(supervisor.inspect(id).state) ? supervisor.inspect(id) : undefined), { timeoutMs: 5000 });
+  // Settled once the final state is also published: the supervisor publishes
+  // only after the state is on disk, so in-memory state can be ahead.
+  const settled = (id: string) =>
+    eventually(
+      () => {
+        const view = supervisor.inspect(id);
+        if (!['stopped', 'failed'].includes(view.state)) return undefined;
+        return bus.statesOf(id).at(-1) === `INSTANCE_STATE_${view.state.toUpperCase()}` ? view : undefined;
+      },
+      { timeoutMs: 5000 },
+    );
 
   it('exit 0: provisioning → running → stopped, one event per change with increasing seq', async () => {
     machine.script('w-ok', { exitAfterMs: 20, exitCode: 0 });

@@ -1,6 +1,7 @@
 import { constants as osConstants } from 'node:os';
 import {
   FailedPreconditionError,
+  InvalidArgumentError,
   NotFoundError,
   TERMINAL_STATES,
   UnavailableError,
@@ -12,7 +13,22 @@ import {
 } from '@corral/domain';
 import { Topics, type EventBus } from '@corral/events';
 import type { Logger } from '@corral/logging';
-import { hasLogs, hasPause, type Driver, type ExitResult, type LogChunk, type PortMapping, type TaskHandle } from '../drivers/driver';
+import { randomBytes } from 'node:crypto';
+import { access, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  hasLogs,
+  hasPause,
+  hasSnapshot,
+  type Driver,
+  type ExitResult,
+  type LogChunk,
+  type PortMapping,
+  type SnapshotProgress,
+  type SnapshotResult,
+  type TaskHandle,
+  type TaskSpec,
+} from '../drivers/driver';
 import type { DriverRegistry } from '../drivers/driver-registry';
 import { PortAllocator, portEnv } from '../ports';
 import { canFollowLogs } from './log-follow';
@@ -52,6 +68,10 @@ export interface RecoverySummary {
   /** Already finished before the restart. */
   finished: string[];
 }
+
+/** Snapshot ids as `snapshot()` makes them, and names usable as a directory. */
+const SNAPSHOT_ID = /^snap-[0-9A-Za-z]+-[0-9a-f]+$/;
+const SAFE_DIR_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 /** Default tail of ReadLogs, and the most it returns (a gRPC answer is capped at 4 MiB). */
 export const DEFAULT_LOG_TAIL_BYTES = 1024 * 1024;
@@ -147,6 +167,34 @@ export class WorkloadSupervisor {
    * thrown); invalid or unservable requests throw before anything is recorded.
    */
   async start(input: WorkloadSpecInput): Promise<WorkloadView> {
+    return this.startWith(input);
+  }
+
+  /**
+   * Starts a new workload from a snapshot this agent took of `sourceWorkloadId`
+   * (the machine comes from the snapshot; `input` names it and gives its
+   * routes). Idempotent by workload id like start; an unknown snapshot is
+   * NotFound, a driver without snapshots a FailedPrecondition, both thrown
+   * before anything is recorded.
+   */
+  async restore(input: WorkloadSpecInput, from: { sourceWorkloadId: string; snapshotId: string; paused?: boolean }): Promise<WorkloadView> {
+    this.assertOpen();
+    if (!SNAPSHOT_ID.test(from.snapshotId)) throw new InvalidArgumentError('snapshotId is malformed', { field: 'snapshotId' });
+    if (!SAFE_DIR_NAME.test(from.sourceWorkloadId)) throw new InvalidArgumentError('sourceWorkloadId is malformed', { field: 'sourceWorkloadId' });
+    const known = this.entries.get(input.workloadId);
+    if (known) return this.startWith(input);
+    const driver = this.options.drivers.get(input.driver);
+    if (!hasSnapshot(driver)) throw new FailedPreconditionError(`driver ${input.driver} cannot restore snapshots`);
+    const file = join(this.options.stateDir, 'snapshots', from.sourceWorkloadId, `${from.snapshotId}.state`);
+    try {
+      await access(file);
+    } catch {
+      throw new NotFoundError(`snapshot ${from.snapshotId} of workload ${from.sourceWorkloadId} is not on this host`, { field: 'snapshotId' });
+    }
+    return this.startWith(input, (task) => driver.restoreFrom(file, task, { paused: from.paused ?? false }), from.paused ? 'paused' : 'running');
+  }
+
+  private async startWith(input: WorkloadSpecInput, begin?: (task: TaskSpec) => Promise<TaskHandle>, initial: 'running' | 'paused' = 'running'): Promise<WorkloadView> {
     this.assertOpen();
     const spec = validateSpec(input);
     const known = this.entries.get(spec.workloadId);
@@ -161,7 +209,7 @@ export class WorkloadSupervisor {
       writes: Promise.resolve(),
     };
     this.entries.set(spec.workloadId, entry);
-    entry.starting = this.launch(entry, driver);
+    entry.starting = this.launch(entry, driver, begin, initial);
     try {
       await entry.starting;
     } finally {
@@ -279,6 +327,57 @@ export class WorkloadSupervisor {
   }
 
   /**
+   * The driver and handle of a workload that runs now, for operations inside
+   * it (exec, files). A workload in any other state, or one whose driver is
+   * gone, is a FailedPrecondition naming the state.
+   */
+  live(workloadId: string, what: string): { driver: Driver; handle: TaskHandle } {
+    this.assertOpen();
+    const entry = this.require(workloadId);
+    const { record } = entry;
+    const driver = this.options.drivers.find(record.spec.driver);
+    if (!driver) throw new FailedPreconditionError(`driver ${record.spec.driver} is not available on this host`);
+    if (record.state !== 'running' || !record.handle || entry.stopping) {
+      throw new FailedPreconditionError(`cannot ${what} workload ${workloadId}: it is ${entry.stopping ? 'stopping' : record.state}`);
+    }
+    return { driver, handle: record.handle };
+  }
+
+  /**
+   * A memory snapshot of a running workload into `<stateDir>/snapshots/<id>/`,
+   * reporting the driver's progress. With `leavePaused` the workload is
+   * paused afterwards (and recorded so); otherwise it runs on as before.
+   */
+  async snapshot(
+    workloadId: string,
+    onProgress: (progress: SnapshotProgress) => void,
+    options: { leavePaused?: boolean } = {},
+  ): Promise<SnapshotResult & { snapshotId: string }> {
+    const { driver, handle } = this.live(workloadId, 'snapshot');
+    if (!hasSnapshot(driver)) throw new FailedPreconditionError(`driver ${driver.name} cannot take memory snapshots`);
+    const entry = this.require(workloadId);
+    const snapshotId = `snap-${this.now().toISOString().replace(/[-:.]/g, '').slice(0, 15)}-${randomBytes(4).toString('hex')}`;
+    const dir = join(this.options.stateDir, 'snapshots', workloadId);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // One at a time with pause/resume: both freeze and thaw the same task.
+    const run = (entry.pausing ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(async () => {
+        const result = await driver.snapshot(handle, join(dir, `${snapshotId}.state`), onProgress, { leavePaused: options.leavePaused });
+        if (options.leavePaused && entry.record.state === 'running') await this.transition(entry, { state: 'paused' });
+        return result;
+      });
+    entry.pausing = run;
+    try {
+      const result = await run;
+      this.logger.info('workload snapshot taken', { workloadId, snapshotId, bytes: result.bytes, ms: result.durationMs });
+      return { ...result, snapshotId };
+    } finally {
+      if (entry.pausing === run) entry.pausing = undefined;
+    }
+  }
+
+  /**
    * Stops reacting to workload events and refuses new requests. Workloads
    * keep running: the next agent process re-adopts them.
    */
@@ -287,7 +386,7 @@ export class WorkloadSupervisor {
     await Promise.all([...this.entries.values()].map((e) => e.writes));
   }
 
-  private async launch(entry: Entry, driver: Driver): Promise<void> {
+  private async launch(entry: Entry, driver: Driver, begin?: (task: TaskSpec) => Promise<TaskHandle>, initial: 'running' | 'paused' = 'running'): Promise<void> {
     const { spec } = entry.record;
     await this.transition(entry, { state: 'provisioning' });
     let ports: PortMapping[] = [];
@@ -310,7 +409,7 @@ export class WorkloadSupervisor {
     const env = { ...spec.env, ...portEnv(ports, { listenOn: driver.hostNetwork ? 'hostPort' : 'guestPort' }) };
     let handle: TaskHandle;
     try {
-      handle = await driver.start({
+      handle = await (begin ?? ((task: TaskSpec) => driver.start(task)))({
         workloadId: spec.workloadId,
         name: spec.name,
         command: spec.command,
@@ -329,7 +428,7 @@ export class WorkloadSupervisor {
       await this.transition(entry, { state: 'failed', reason: `start failed: ${why}`, finishedAt: this.now().toISOString() });
       return;
     }
-    await this.transition(entry, { state: 'running', handle, ports, startedAt: this.now().toISOString() });
+    await this.transition(entry, { state: initial, handle, ports, startedAt: this.now().toISOString() });
     this.logger.info('workload started', { workloadId: spec.workloadId, driver: spec.driver, handle: handle.displayId });
     this.watch(entry, driver, handle);
   }

@@ -4,11 +4,12 @@ import type { Logger } from '@corral/logging';
 import { schedulerV1 } from '@corral/proto';
 import { workloadToProto } from '../workloads/workload-store';
 import type { WorkloadService } from '../workloads/workload-service';
+import { workloadStreamHandlers } from './workload-streams';
 
 const team = (teamId: string) => teamId || null;
 
 export function schedulerService(workloads: WorkloadService, logger: Logger) {
-  return { ...unaryHandlers(workloads, logger), ...streamHandlers(workloads, logger) };
+  return { ...unaryHandlers(workloads, logger), ...streamHandlers(workloads, logger), ...workloadStreamHandlers(workloads, logger) };
 }
 
 function streamHandlers(workloads: WorkloadService, logger: Logger) {
@@ -47,6 +48,9 @@ function unaryHandlers(workloads: WorkloadService, logger: Logger) {
       },
       async stopWorkload(req) {
         return { workload: workloadToProto(await workloads.stop(req.id, team(req.teamId), req.timeoutSeconds)) };
+      },
+      async restoreWorkload(req) {
+        return { workload: workloadToProto(await workloads.restore(req.id, team(req.teamId), req.snapshotId, req.name)) };
       },
       async pauseWorkload(req) {
         return { workload: workloadToProto(await workloads.pause(req.id, team(req.teamId))) };

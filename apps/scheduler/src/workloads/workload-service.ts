@@ -14,7 +14,7 @@ import {
 import type { Workload as WorkloadRow } from '@corral/db';
 import type { Logger } from '@corral/logging';
 import type { agentV1 } from '@corral/proto';
-import type { AgentPool } from '../agents/agent-pool';
+import type { AgentClient, AgentPool } from '../agents/agent-pool';
 import type { HostDirectory } from '../hosts/host-directory';
 import { portsOf, routesOf, type AgentReport, type WorkloadStore } from './workload-store';
 
@@ -107,6 +107,68 @@ export class WorkloadService {
       // If the agent did start it after all, its next report (higher seq) wins.
       await this.store.transition(id, ['pending', 'provisioning'], 'failed', reason, { reason });
     }
+    return this.store.get(id, null);
+  }
+
+  /**
+   * A new workload started from a snapshot of `sourceId` on the snapshot's
+   * host (the only place the snapshot exists): the source's spec under a new
+   * id, recorded as intent before the agent is asked, like create.
+   */
+  async restore(sourceId: string, teamId: string | null, snapshotId: string, name?: string): Promise<WorkloadRow> {
+    const source = await this.store.get(sourceId, teamId);
+    if (!source.hostId) throw new FailedPreconditionError(`workload ${sourceId} has no host, so no snapshot`);
+    const spec = validateWorkloadSpec({
+      name: name || `${source.name}-restored`.slice(0, 63).replace(/-+$/, ''),
+      driver: source.driver,
+      command: (source.command ?? []) as string[],
+      env: (source.env ?? {}) as Record<string, string>,
+      image: source.image ?? undefined,
+      resources: Object.keys((source.resources ?? {}) as object).length > 0 ? (source.resources as WorkloadSpecInput['resources']) : undefined,
+      routes: routesOf(source),
+      vm: (source.vm ?? undefined) as WorkloadSpecInput['vm'],
+    });
+    const host = await this.hosts.get(source.hostId);
+    const id = randomUUID();
+    await this.store.create({
+      id,
+      name: spec.name,
+      teamId: source.teamId,
+      driver: spec.driver,
+      command: spec.command,
+      env: spec.env,
+      image: spec.image,
+      resources: spec.resources,
+      routes: spec.routes,
+      vm: spec.vm,
+      hostId: host.id,
+      placementReason: `restored from snapshot ${snapshotId} of ${sourceId}, which lives on ${host.name}`,
+    });
+    await this.store.transition(id, ['pending'], 'provisioning', `restoring on ${host.name}`);
+    try {
+      const res = await this.agents.get(host.agentAddress).restoreWorkload({
+        spec: {
+          workloadId: id,
+          name: spec.name,
+          driver: spec.driver,
+          command: spec.command,
+          env: spec.env,
+          labels: workloadLabels(id, source.teamId),
+          ...workloadExtrasToWire(spec),
+        },
+        sourceWorkloadId: sourceId,
+        snapshotId,
+        paused: false,
+      });
+      if (res.workload) await this.store.applyAgentReport(id, reportFromAgent(res.workload), 'restore-response');
+    } catch (err) {
+      const reason = startFailureReason(err);
+      this.logger.warn('restoring workload on agent failed', { workloadId: id, sourceId, snapshotId, err });
+      await this.store.transition(id, ['pending', 'provisioning'], 'failed', reason, { reason });
+      // A refusal the caller can act on (no such snapshot, driver cannot restore) is theirs to see.
+      if (isCorralError(err) && (err.code === 'NOT_FOUND' || err.code === 'FAILED_PRECONDITION' || err.code === 'INVALID_ARGUMENT')) throw err;
+    }
+    this.logger.info('workload restored from a snapshot', { workloadId: id, sourceId, snapshotId });
     return this.store.get(id, null);
   }
 
@@ -228,6 +290,19 @@ export class WorkloadService {
       .get(host.agentAddress)
       .stream('streamLogs', { workloadId: id, tailBytes: options.tailBytes, follow: options.follow }, { signal: options.signal });
     for await (const chunk of chunks) yield Buffer.from(chunk.data);
+  }
+
+  /**
+   * The agent of the workload's host, for exec, files and snapshots
+   * (team-scoped: another team's workload is NotFound). A workload without a
+   * host yet, or already finished, is a FailedPrecondition.
+   */
+  async agentOf(id: string, teamId: string | null, what: string): Promise<AgentClient> {
+    const workload = await this.store.get(id, teamId);
+    const state = workload.state as InstanceState;
+    if (!workload.hostId || TERMINAL_STATES.has(state)) throw new FailedPreconditionError(`cannot ${what} workload ${id}: it is ${state}`);
+    const host = await this.hosts.get(workload.hostId);
+    return this.agents.get(host.agentAddress);
   }
 
   async logs(id: string, teamId: string | null, tailBytes: number): Promise<{ data: Buffer; truncated: boolean }> {

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
-import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Server, ServerCredentials, type ServerInterceptor, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
@@ -17,6 +17,8 @@ export interface GrpcServerOptions {
   services: ServiceRegistration[];
   logger: Logger;
   credentials?: ServerCredentials;
+  /** Run before every call's handler, health and reflection included (e.g. `controlPlaneOnly()`). */
+  interceptors?: ServerInterceptor[];
   /** Largest request accepted, in bytes (default 4 MiB). */
   maxReceiveBytes?: number;
 }
@@ -70,6 +72,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const server = new Server({
     'grpc.max_receive_message_length': options.maxReceiveBytes ?? 4 * 1024 * 1024,
     'grpc.keepalive_permit_without_calls': 1,
+    interceptors: options.interceptors ?? [],
   });
   const statuses: Record<string, 'SERVING' | 'NOT_SERVING'> = { '': 'NOT_SERVING' };
   for (const service of options.services) {

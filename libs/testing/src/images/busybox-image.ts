@@ -17,7 +17,7 @@ const HASH_LABEL = 'corral.rootfs-sha256';
 /** Applets linked into /bin; busybox picks the applet from argv[0]. */
 export const BUSYBOX_APPLETS = [
   'sh', 'ash', 'httpd', 'sleep', 'echo', 'cat', 'ls', 'env', 'true', 'false', 'kill', 'ps', 'printf', 'test', '[',
-  'mkdir', 'rm', 'touch', 'grep', 'sed', 'head', 'tail', 'wc', 'date', 'hostname', 'id', 'uname', 'wget', 'nc', 'yes', 'seq', 'timeout',
+  'mkdir', 'mv', 'rm', 'touch', 'grep', 'sed', 'head', 'tail', 'wc', 'date', 'hostname', 'id', 'uname', 'wget', 'nc', 'yes', 'seq', 'timeout',
 ];
 
 // --- ustar ------------------------------------------------------------------------

@@ -49,6 +49,11 @@ describeIfBuildable('microVM image (real build)', () => {
 
     const names = await listArchive(a.initrd, scratch);
     expect(names).toEqual(expect.arrayContaining(['init', 'bin/busybox', 'etc/rc', 'etc/inittab', 'www/index.html', 'lib/modules/virtio_net.ko', 'lib/modules/button.ko']));
+    expect(a.modules).toContain('virtio_console');
+    if (a.guestAgent) {
+      // qemu-ga with its loader and libraries (the qemu driver's tests run it in a VM).
+      expect(names).toEqual(expect.arrayContaining(['sbin/qemu-ga', 'etc/guest-agent', 'lib64/ld-linux-x86-64.so.2', 'lib/x86_64-linux-gnu/libc.so.6', 'lib/x86_64-linux-gnu/libglib-2.0.so.0']));
+    }
 
     const manifest = readFileSync(join(defaultMicrovmCacheDir(), 'manifest.json'), 'utf8');
     // A second call (even from a fresh cache lookup) does not build again.

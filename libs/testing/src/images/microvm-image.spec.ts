@@ -1,17 +1,22 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   MICROVM_BUILDER_VERSION,
+  MICROVM_GUEST_AGENT_PORT,
+  MICROVM_MODULES,
   MICROVM_PAGE_TEXT,
   MICROVM_READY_MARKER,
   defaultMicrovmCacheDir,
   ensureMicrovmImage,
+  inittab,
   microvmImageUnavailableReason,
   moduleLoadOrder,
   parseKernelPackage,
   rcScript,
+  readElfDynamic,
   readModuleDepends,
+  resolveSharedLibraries,
   rootfsEntries,
 } from './microvm-image';
 
@@ -115,6 +120,68 @@ describe('microVM image builder', () => {
     }
   });
 
+  it('reads the interpreter and DT_NEEDED libraries from an ELF, as ldd would list them', () => {
+    const dynstr = Buffer.from('\0libfoo.so.1\0libc.so.6\0', 'latin1');
+    const dynamic = Buffer.alloc(16 * 4);
+    const entry = (i: number, tag: bigint, value: bigint) => {
+      dynamic.writeBigInt64LE(tag, i * 16);
+      dynamic.writeBigUInt64LE(value, i * 16 + 8);
+    };
+    entry(0, 1n, 1n); // DT_NEEDED libfoo.so.1
+    entry(1, 12n, 0x1000n); // DT_INIT: not a library
+    entry(2, 1n, 13n); // DT_NEEDED libc.so.6
+    entry(3, 0n, 0n); // DT_NULL
+    const elf = elfWithSections({ '.interp': Buffer.from('/lib64/ld-linux-x86-64.so.2\0'), '.dynamic': dynamic, '.dynstr': dynstr });
+    expect(readElfDynamic(elf)).toEqual({ interpreter: '/lib64/ld-linux-x86-64.so.2', needed: ['libfoo.so.1', 'libc.so.6'] });
+    // A static program: neither.
+    expect(readElfDynamic(elfWithSections({ '.text': Buffer.alloc(8) }))).toEqual({ needed: [] });
+    expect(() => readElfDynamic(Buffer.from('#!/bin/sh\necho not an ELF at all, just a shell script for a test\n'))).toThrow(/not an ELF/);
+  });
+
+  it('resolves the libraries of a real dynamically linked program (this node), recursively', async () => {
+    const libs = await resolveSharedLibraries(process.execPath);
+    const { interpreter, needed } = readElfDynamic(readFileSync(process.execPath));
+    expect(libs.find((l) => l.from === interpreter)).toMatchObject({ path: (interpreter as string).slice(1) });
+    for (const name of needed) expect(libs.find((l) => l.path === `lib/x86_64-linux-gnu/${name}`)?.from.endsWith(`/${name}`)).toBe(true);
+    expect(libs.map((l) => l.path)).toContain('lib/x86_64-linux-gnu/libc.so.6');
+    expect(new Set(libs.map((l) => l.path)).size).toBe(libs.length);
+    await expect(resolveSharedLibraries(process.execPath, ['/nonexistent'])).rejects.toThrow(/which is in none of \/nonexistent/);
+  });
+
+  it('adds qemu-ga, its libraries, virtio_console and an init entry that runs it on the named virtio-serial port', () => {
+    expect(MICROVM_MODULES).toContain('virtio_console');
+    const entries = rootfsEntries({
+      busybox: '/bin/busybox',
+      modules: [],
+      guestAgent: {
+        program: '/usr/sbin/qemu-ga',
+        libraries: [
+          { path: 'lib64/ld-linux-x86-64.so.2', from: '/lib64/ld-linux-x86-64.so.2' },
+          { path: 'lib/x86_64-linux-gnu/libglib-2.0.so.0', from: '/lib/x86_64-linux-gnu/libglib-2.0.so.0' },
+        ],
+      },
+    });
+    const byPath = new Map(entries.map((e) => [e.path, e]));
+    expect(byPath.get('sbin/qemu-ga')).toMatchObject({ kind: 'copy', from: '/usr/sbin/qemu-ga', mode: 0o755 });
+    expect(byPath.get('lib64/ld-linux-x86-64.so.2')).toMatchObject({ kind: 'copy' });
+    expect(byPath.get('lib/x86_64-linux-gnu/libglib-2.0.so.0')).toMatchObject({ kind: 'copy', from: '/lib/x86_64-linux-gnu/libglib-2.0.so.0' });
+    expect(byPath.get('etc/inittab')).toMatchObject({ content: expect.stringContaining('::respawn:/etc/guest-agent') });
+    const script = byPath.get('etc/guest-agent') as { content: string; mode: number };
+    expect(script.mode).toBe(0o755);
+    expect(script.content).toContain('/sys/class/virtio-ports/');
+    expect(script.content).toContain(`exec /sbin/qemu-ga -m virtio-serial -p /dev/virtio-ports/${MICROVM_GUEST_AGENT_PORT}`);
+    // What the qemu driver runs in the guest is there.
+    for (const applet of ['stat', 'find', 'mv', 'rm', 'chmod', 'kill']) expect(byPath.get(`bin/${applet}`)).toMatchObject({ kind: 'symlink' });
+    for (const e of entries) {
+      const parent = e.path.split('/').slice(0, -1).join('/');
+      if (parent) expect(byPath.get(parent)).toMatchObject({ kind: 'dir' });
+    }
+    expect(entries.filter((e) => e.path === 'lib').length).toBe(1);
+    // Without an agent, init does not try to run one.
+    expect(inittab(false)).not.toContain('guest-agent');
+    expect(rootfsEntries({ busybox: '/bin/busybox', modules: [] }).some((e) => e.path === 'sbin/qemu-ga')).toBe(false);
+  });
+
   it('caches under <repo>/.cache/microvm by default', () => {
     expect(defaultMicrovmCacheDir()).toMatch(/\/\.cache\/microvm$/);
     expect(existsSync(join(defaultMicrovmCacheDir(), '..', '..', 'nx.json'))).toBe(true);
@@ -141,6 +208,12 @@ describe('microVM image builder', () => {
       expect(microvmImageUnavailableReason(dir, { searchPath: join(dir, 'nothing-here') })).toBeUndefined();
       const image = await ensureMicrovmImage(dir, { searchPath: join(dir, 'nothing-here') });
       expect(image).toEqual({ kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd') });
+      // An image built without the guest agent is stale once there is a qemu-ga to put in it.
+      const fakeAgent = join(dir, 'qemu-ga');
+      writeFileSync(fakeAgent, '', { mode: 0o755 });
+      expect(microvmImageUnavailableReason(dir, { searchPath: join(dir, 'nothing-here'), guestAgent: fakeAgent })).toMatch(/not installed/);
+      writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ ...manifest, guestAgent: { from: fakeAgent, port: MICROVM_GUEST_AGENT_PORT } }));
+      expect(microvmImageUnavailableReason(dir, { searchPath: join(dir, 'nothing-here'), guestAgent: fakeAgent })).toBeUndefined();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

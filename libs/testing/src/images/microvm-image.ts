@@ -12,6 +12,11 @@ import { isStaticElf } from './busybox-image';
 // prints MICROVM_READY_MARKER on the serial console, serves a page holding
 // MICROVM_PAGE_TEXT with busybox httpd on port 80, and powers off cleanly
 // on an ACPI powerdown (busybox acpid → poweroff → busybox init's shutdown).
+// When the host has qemu-ga (Debian: qemu-guest-agent), the image also
+// carries it with the shared libraries it links (found by reading its ELF
+// dynamic section, not by running ldd) and init keeps it running on the
+// virtio-serial port named MICROVM_GUEST_AGENT_PORT, which is how the qemu
+// driver runs commands and moves files inside the VM.
 //
 // Built once into <repo>/.cache/microvm and reused: the manifest there is
 // written last, so a build cut short is simply redone. Concurrent callers
@@ -19,7 +24,8 @@ import { isStaticElf } from './busybox-image';
 //
 // Needs: apt-get/apt-cache with Debian's archive reachable (or a local
 // kernel .deb), dpkg-deb, gzip, a static busybox (Debian: busybox-static),
-// and cpio (GNU cpio, or busybox's own applet when cpio is not installed).
+// and cpio (GNU cpio, or busybox's own applet when cpio is not installed);
+// optionally qemu-ga.
 
 export const MICROVM_READY_MARKER = 'corral-guest-ready';
 export const MICROVM_POWERDOWN_MARKER = 'corral-guest-powerdown';
@@ -31,11 +37,20 @@ export const MICROVM_KERNEL_ARGS = 'console=ttyS0 panic=-1 quiet';
 /** The meta-package whose dependency names the current cloud kernel. */
 export const KERNEL_META_PACKAGE = 'linux-image-cloud-amd64';
 
-/** Bump when the initramfs layout or init changes: cached images are rebuilt. */
-export const MICROVM_BUILDER_VERSION = 3;
+/** The virtio-serial port name qemu-ga listens on (the name QEMU's tools and libvirt use). */
+export const MICROVM_GUEST_AGENT_PORT = 'org.qemu.guest_agent.0';
+/** Where the image puts qemu-ga and the libraries it links. */
+const GUEST_AGENT_PATH = 'sbin/qemu-ga';
+const GUEST_LIBRARY_DIR = 'lib/x86_64-linux-gnu';
 
-/** Modules the guest needs (network, disks, the ACPI power button and evdev for acpid); dependencies are added. */
-export const MICROVM_MODULES = ['virtio_pci', 'virtio_net', 'virtio_blk', 'button', 'evdev'];
+/** Bump when the initramfs layout or init changes: cached images are rebuilt. */
+export const MICROVM_BUILDER_VERSION = 4;
+
+/** Modules the guest needs (network, disks, the guest agent's virtio-serial port, the ACPI power button and evdev for acpid); dependencies are added. */
+export const MICROVM_MODULES = ['virtio_pci', 'virtio_net', 'virtio_blk', 'virtio_console', 'button', 'evdev'];
+
+/** Where a dynamically linked program's libraries are looked for on the build host, in order. */
+export const HOST_LIBRARY_DIRS = ['/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib64', '/usr/lib64', '/lib', '/usr/lib'];
 
 export interface MicrovmImage {
   kernel: string;
@@ -50,6 +65,11 @@ export interface MicrovmImage {
   readyMarker: string;
   pageText: string;
   guestHttpPort: number;
+  /**
+   * The qemu-ga the image runs on the virtio-serial port MICROVM_GUEST_AGENT_PORT
+   * (the host program it was copied from); absent when the build host had none.
+   */
+  guestAgent?: { from: string; port: string };
 }
 
 export interface EnsureMicrovmImageOptions {
@@ -58,6 +78,8 @@ export interface EnsureMicrovmImageOptions {
   kernelDeb?: string;
   /** A static busybox to put in the image. Default: busybox on PATH. */
   busybox?: string;
+  /** The qemu-ga to put in the image. Default: qemu-ga on the search path, if any; `false` leaves it out. */
+  guestAgent?: string | false;
   /** Where programs are looked up. Default: PATH plus /usr/sbin, /sbin. */
   searchPath?: string;
   /** How long to wait for another process's build. Default 10 min. */
@@ -69,7 +91,7 @@ interface Manifest extends MicrovmImage {
   builtAt: string;
 }
 
-const PROGRAMS = ['apt-cache', 'apt-get', 'dpkg-deb', 'cpio', 'gzip', 'busybox', 'xz', 'zstd'];
+const PROGRAMS = ['apt-cache', 'apt-get', 'dpkg-deb', 'cpio', 'gzip', 'busybox', 'xz', 'zstd', 'qemu-ga'];
 const MANIFEST = 'manifest.json';
 const builds = new Map<string, Promise<MicrovmImage>>();
 
@@ -101,8 +123,11 @@ export function ensureMicrovmImage(cacheDir = defaultMicrovmCacheDir(), options:
 }
 
 /** Why the image cannot be had here, or undefined when it is cached or can be built. */
-export function microvmImageUnavailableReason(cacheDir = defaultMicrovmCacheDir(), options: Pick<EnsureMicrovmImageOptions, 'busybox' | 'kernelDeb' | 'searchPath'> = {}): string | undefined {
-  if (readManifestSync(resolve(cacheDir))) return undefined;
+export function microvmImageUnavailableReason(
+  cacheDir = defaultMicrovmCacheDir(),
+  options: Pick<EnsureMicrovmImageOptions, 'busybox' | 'kernelDeb' | 'searchPath' | 'guestAgent'> = {},
+): string | undefined {
+  if (readManifestSync(resolve(cacheDir), options)) return undefined;
   const executor = newExecutor(silentLogger, options.searchPath);
   const missing = ['dpkg-deb', 'gzip'].filter((p) => !executor.resolve(p));
   if (!kernelDebOption(options) && !executor.resolve('apt-get')) missing.push('apt-get');
@@ -115,22 +140,24 @@ export function microvmImageUnavailableReason(cacheDir = defaultMicrovmCacheDir(
 }
 
 async function ensureLocked(cacheDir: string, options: EnsureMicrovmImageOptions): Promise<MicrovmImage> {
-  const cached = readManifestSync(cacheDir);
+  const cached = readManifestSync(cacheDir, options);
   if (cached) return cached;
   await mkdir(cacheDir, { recursive: true });
   const release = await acquireLock(join(cacheDir, '.lock'), options.lockTimeoutMs ?? 10 * 60_000);
   try {
     // Another process may have built it while this one waited.
-    return readManifestSync(cacheDir) ?? (await build(cacheDir, options));
+    return readManifestSync(cacheDir, options) ?? (await build(cacheDir, options));
   } finally {
     await release();
   }
 }
 
-function readManifestSync(cacheDir: string): MicrovmImage | undefined {
+function readManifestSync(cacheDir: string, options: Pick<EnsureMicrovmImageOptions, 'guestAgent' | 'searchPath'>): MicrovmImage | undefined {
   try {
     const manifest = JSON.parse(readFileSync(join(cacheDir, MANIFEST), 'utf8')) as Manifest;
     if (manifest.builderVersion !== MICROVM_BUILDER_VERSION || !existsSync(manifest.kernel) || !existsSync(manifest.initrd)) return undefined;
+    // An image built without the guest agent is rebuilt once qemu-ga is installed.
+    if (!manifest.guestAgent && guestAgentProgram(newExecutor(silentLogger, options.searchPath), options)) return undefined;
     // eslint-disable-next-line @typescript-eslint/no-unused-vars
     const { builderVersion, builtAt, ...image } = manifest;
     return image;
@@ -176,7 +203,9 @@ async function build(cacheDir: string, options: EnsureMicrovmImageOptions): Prom
 
     const root = join(work, 'root');
     const busybox = options.busybox ?? (executor.resolve('busybox') as string);
-    await writeRootfs(root, { busybox, modules });
+    const agentProgram = guestAgentProgram(executor, options);
+    const guestAgent = agentProgram ? { program: agentProgram, libraries: await resolveSharedLibraries(agentProgram) } : undefined;
+    await writeRootfs(root, { busybox, modules, guestAgent });
 
     const out = join(work, 'out');
     await mkdir(out);
@@ -199,12 +228,13 @@ async function build(cacheDir: string, options: EnsureMicrovmImageOptions): Prom
       readyMarker: MICROVM_READY_MARKER,
       pageText: MICROVM_PAGE_TEXT,
       guestHttpPort: MICROVM_GUEST_HTTP_PORT,
+      ...(agentProgram ? { guestAgent: { from: agentProgram, port: MICROVM_GUEST_AGENT_PORT } } : {}),
     };
     const manifest: Manifest = { ...image, builderVersion: MICROVM_BUILDER_VERSION, builtAt: new Date().toISOString() };
     const temp = join(cacheDir, `.${MANIFEST}.${process.pid}.tmp`);
     await writeFile(temp, `${JSON.stringify(manifest, null, 2)}\n`);
     await rename(temp, join(cacheDir, MANIFEST));
-    logger.info('built the microVM test image', { kernelVersion: kernel.version, modules: image.modules.length });
+    logger.info('built the microVM test image', { kernelVersion: kernel.version, modules: image.modules.length, guestAgent: agentProgram ?? 'none' });
     return image;
   } finally {
     await rm(work, { recursive: true, force: true });
@@ -214,6 +244,11 @@ async function build(cacheDir: string, options: EnsureMicrovmImageOptions): Prom
 function newExecutor(logger: Logger, searchPath?: string): Executor {
   const path = searchPath ?? [process.env.PATH ?? '', '/usr/sbin', '/sbin', '/usr/bin', '/bin'].filter(Boolean).join(':');
   return createExecutor({ allowedPrograms: PROGRAMS, logger, searchPath: path, defaultTimeoutMs: 120_000 });
+}
+
+function guestAgentProgram(executor: Executor, options: Pick<EnsureMicrovmImageOptions, 'guestAgent'>): string | undefined {
+  if (options.guestAgent === false) return undefined;
+  return options.guestAgent ?? executor.resolve('qemu-ga');
 }
 
 function kernelDebOption(options: Pick<EnsureMicrovmImageOptions, 'kernelDeb'>): string | undefined {
@@ -351,6 +386,61 @@ export function moduleLoadOrder(wanted: string[], depends: Map<string, string[]>
   return order;
 }
 
+/** What the dynamic loader needs to run an ELF: its interpreter (PT_INTERP, via .interp) and DT_NEEDED libraries. */
+export function readElfDynamic(elf: Buffer): { interpreter?: string; needed: string[] } {
+  if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46) throw new Error('not an ELF file');
+  const interp = elfSection(elf, '.interp');
+  const interpreter = interp ? interp.toString('latin1').replace(/\0.*$/s, '') : undefined;
+  const dynamic = elfSection(elf, '.dynamic');
+  const dynstr = elfSection(elf, '.dynstr');
+  const needed: string[] = [];
+  if (dynamic && dynstr) {
+    // Elf64_Dyn: d_tag (8 bytes), d_val (8 bytes); DT_NULL ends the table, DT_NEEDED (1) names a library in .dynstr.
+    for (let at = 0; at + 16 <= dynamic.length; at += 16) {
+      const tag = dynamic.readBigInt64LE(at);
+      if (tag === 0n) break;
+      if (tag !== 1n) continue;
+      const start = Number(dynamic.readBigUInt64LE(at + 8));
+      const end = dynstr.indexOf(0, start);
+      needed.push(dynstr.toString('latin1', start, end < 0 ? undefined : end));
+    }
+  }
+  return { ...(interpreter ? { interpreter } : {}), needed };
+}
+
+/** A file the image needs for a dynamically linked program. */
+export interface SharedLibrary {
+  /** Where it goes in the image, relative to its root. */
+  path: string;
+  /** The host file (symlinks are followed when copying). */
+  from: string;
+}
+
+/**
+ * What `ldd` would list for `program`, by reading ELF headers instead of
+ * running the loader: its interpreter at the same path, and every DT_NEEDED
+ * library (recursively) found in `dirs`, placed in the image's one library
+ * directory, which the guest's loader searches by default.
+ */
+export async function resolveSharedLibraries(program: string, dirs: readonly string[] = HOST_LIBRARY_DIRS): Promise<SharedLibrary[]> {
+  const found = new Map<string, SharedLibrary>();
+  const pending = [program];
+  while (pending.length) {
+    const file = pending.shift() as string;
+    const { interpreter, needed } = readElfDynamic(await readFile(file));
+    if (interpreter && !found.has(interpreter)) found.set(interpreter, { path: interpreter.replace(/^\/+/, ''), from: interpreter });
+    for (const name of needed) {
+      if (found.has(name)) continue;
+      if (name.includes('/')) throw new Error(`${file} needs a library by path (${name}): not supported`);
+      const from = dirs.map((dir) => join(dir, name)).find((candidate) => existsSync(candidate));
+      if (!from) throw new Error(`${file} needs ${name}, which is in none of ${dirs.join(', ')}`);
+      found.set(name, { path: `${GUEST_LIBRARY_DIR}/${name}`, from });
+      pending.push(from);
+    }
+  }
+  return [...found.values()];
+}
+
 function elfSection(elf: Buffer, wanted: string): Buffer | undefined {
   if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2 || elf[5] !== 1) return undefined; // ELF64, little-endian
   const shoff = Number(elf.readBigUInt64LE(0x28));
@@ -379,11 +469,29 @@ export type RootfsEntry =
   | { path: string; kind: 'copy'; from: string; mode: number }
   | { path: string; kind: 'symlink'; target: string };
 
-const APPLETS = ['sh', 'ash', 'cat', 'echo', 'ls', 'mkdir', 'mount', 'umount', 'sleep', 'insmod', 'lsmod', 'ip', 'ifconfig', 'route', 'httpd', 'acpid', 'poweroff', 'reboot', 'halt', 'sync', 'ps', 'dmesg', 'wget', 'uname', 'true', 'false', 'init'];
+const APPLETS = [
+  'sh', 'ash', 'cat', 'echo', 'ls', 'mkdir', 'mount', 'umount', 'sleep', 'insmod', 'lsmod', 'ip', 'ifconfig', 'route', 'httpd', 'acpid', 'poweroff', 'reboot', 'halt',
+  'sync', 'ps', 'dmesg', 'wget', 'uname', 'true', 'false', 'init',
+  // What the qemu driver runs through the guest agent (file writes, listings, killing a timed-out command) and tests use.
+  'stat', 'find', 'mv', 'rm', 'ln', 'chmod', 'kill', 'cp', 'touch', 'head', 'env', 'printf', 'test', 'wc',
+];
+
+export interface RootfsSpec {
+  busybox: string;
+  modules: ModuleFile[];
+  /** qemu-ga and what it links. */
+  guestAgent?: { program: string; libraries: SharedLibrary[] };
+}
 
 /** The whole initramfs as data: unit-tested, then written to disk. */
-export function rootfsEntries(spec: { busybox: string; modules: ModuleFile[] }): RootfsEntry[] {
+export function rootfsEntries(spec: RootfsSpec): RootfsEntry[] {
   const names = spec.modules.map((m) => m.name);
+  const agent = spec.guestAgent;
+  const libraryDirs = new Set<string>();
+  for (const lib of agent?.libraries ?? []) {
+    const parts = lib.path.split('/').slice(0, -1);
+    parts.forEach((_, i) => libraryDirs.add(parts.slice(0, i + 1).join('/')));
+  }
   const entries: RootfsEntry[] = [
     ...['bin', 'sbin', 'etc', 'etc/acpi', 'etc/acpi/PWRF', 'proc', 'sys', 'dev', 'tmp', 'run', 'var', 'var/log', 'www', 'lib', 'lib/modules'].map((path) => ({ path, kind: 'dir' as const })),
     { path: 'bin/busybox', kind: 'copy', from: spec.busybox, mode: 0o755 },
@@ -391,20 +499,49 @@ export function rootfsEntries(spec: { busybox: string; modules: ModuleFile[] }):
     { path: 'sbin/init', kind: 'symlink', target: '../bin/busybox' },
     // The kernel runs /init from an initramfs: busybox's init, by its name.
     { path: 'init', kind: 'symlink', target: 'bin/busybox' },
-    { path: 'etc/inittab', kind: 'file', content: INITTAB, mode: 0o644 },
+    { path: 'etc/inittab', kind: 'file', content: inittab(agent !== undefined), mode: 0o644 },
     { path: 'etc/rc', kind: 'file', content: rcScript(names), mode: 0o755 },
     // acpid runs /etc/acpi/<event> for the power button's PWRF/00000080.
     { path: 'etc/acpi/PWRF/00000080', kind: 'file', content: POWER_BUTTON, mode: 0o755 },
     { path: 'www/index.html', kind: 'file', content: `<!doctype html><title>corral</title><p>${MICROVM_PAGE_TEXT}</p>\n`, mode: 0o644 },
     ...spec.modules.map((m) => ({ path: `lib/modules/${m.name}.ko`, kind: 'copy' as const, from: m.path, mode: 0o644 })),
   ];
+  if (agent) {
+    entries.push(
+      ...[...libraryDirs].filter((dir) => !entries.some((e) => e.path === dir)).sort().map((path) => ({ path, kind: 'dir' as const })),
+      ...agent.libraries.map((lib) => ({ path: lib.path, kind: 'copy' as const, from: lib.from, mode: 0o755 })),
+      { path: GUEST_AGENT_PATH, kind: 'copy', from: agent.program, mode: 0o755 },
+      { path: 'etc/guest-agent', kind: 'file', content: GUEST_AGENT_SCRIPT, mode: 0o755 },
+    );
+  }
   return entries;
 }
 
-const INITTAB = `# busybox init: system setup, then acpid for the power button.
-::sysinit:/etc/rc
-::respawn:/bin/acpid -f -c /etc/acpi -l /dev/null
-::shutdown:/bin/echo corral-guest-shutdown
+/** busybox init: system setup, then acpid for the power button (and the guest agent). */
+export function inittab(withGuestAgent: boolean): string {
+  return [
+    '# busybox init: system setup, then acpid for the power button (and the guest agent).',
+    '::sysinit:/etc/rc',
+    '::respawn:/bin/acpid -f -c /etc/acpi -l /dev/null',
+    ...(withGuestAgent ? ['::respawn:/etc/guest-agent'] : []),
+    '::shutdown:/bin/echo corral-guest-shutdown',
+    '',
+  ].join('\n');
+}
+
+// Respawned by init. There is no udev: the port is found by its name in
+// sysfs (the host names it; the name may arrive just after the module has
+// loaded, hence the retry) and linked where udev would put it.
+const GUEST_AGENT_SCRIPT = `#!/bin/sh
+for p in /sys/class/virtio-ports/*; do
+  if [ "$(cat "$p/name" 2>/dev/null)" = ${MICROVM_GUEST_AGENT_PORT} ]; then
+    mkdir -p /dev/virtio-ports
+    ln -sf "../\${p##*/}" /dev/virtio-ports/${MICROVM_GUEST_AGENT_PORT}
+    exec /${GUEST_AGENT_PATH} -m virtio-serial -p /dev/virtio-ports/${MICROVM_GUEST_AGENT_PORT} -f /run/qemu-ga.pid -t /run
+  fi
+done
+# No such port yet (or qemu was started without one): look again shortly.
+sleep 2
 `;
 
 const POWER_BUTTON = `#!/bin/sh
@@ -431,7 +568,7 @@ echo ${MICROVM_READY_MARKER}
 `;
 }
 
-async function writeRootfs(root: string, spec: { busybox: string; modules: ModuleFile[] }): Promise<void> {
+async function writeRootfs(root: string, spec: RootfsSpec): Promise<void> {
   await mkdir(root);
   for (const entry of rootfsEntries(spec)) {
     const path = join(root, entry.path);

@@ -475,6 +475,38 @@ export function podmanExec(
   };
 }
 
+/**
+ * Arguments of an interactive `podman exec` (run with piped stdio, not
+ * through the buffered executor). Env values travel like `podman run`'s: by
+ * name through podman's own environment, or in an env file.
+ */
+export function podmanExecSessionArgs(
+  ref: string,
+  argv: readonly string[],
+  options: { tty: boolean; envNames?: readonly string[]; envFilePath?: string; workingDir?: string; marker?: string },
+  cli: PodmanCli = DEFAULT_PODMAN_CLI,
+): string[] {
+  if (argv.length === 0) throw new InvalidArgumentError('exec needs a command', { field: 'command' });
+  const workingDir = options.workingDir;
+  if (workingDir !== undefined && workingDir !== '' && (!workingDir.startsWith('/') || workingDir.includes('\0'))) {
+    throw new InvalidArgumentError('workingDir must be an absolute path', { field: 'workingDir' });
+  }
+  return [
+    ...cli.globalArgs,
+    'exec',
+    '--interactive',
+    ...(options.tty ? ['--tty'] : []),
+    // NAME=value in argv: only for the session's non-secret marker (exec-reaper.ts).
+    ...(options.marker ? ['--env', options.marker] : []),
+    ...(options.envNames ?? []).flatMap((name) => ['--env', name]),
+    ...(options.envFilePath ? ['--env-file', options.envFilePath] : []),
+    ...(workingDir ? ['--workdir', workingDir] : []),
+    '--',
+    ref,
+    ...argv,
+  ];
+}
+
 export function mapExecError(result: ExecResult, ref: string): Error {
   if (result.exitCode === null) return execErrorFromResult(result);
   // podman's own failures end its stderr with an "Error: ..." line and exit

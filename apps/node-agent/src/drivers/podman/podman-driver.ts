@@ -1,9 +1,11 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { AlreadyExistsError, DeadlineExceededError, FailedPreconditionError, NotFoundError, UnavailableError } from '@corral/domain';
-import { createExecutor, isExecError, resolveProgram, type Executor } from '@corral/exec';
+import { join, posix } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { randomBytes } from 'node:crypto';
+import { AlreadyExistsError, DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError } from '@corral/domain';
+import { createExecutor, defaultBaseEnv, isExecError, resolveProgram, spawnInteractive, type Executor, type InteractiveProcess } from '@corral/exec';
 import type { Logger } from '@corral/logging';
 import type {
   DestroyOptions,
@@ -18,7 +20,20 @@ import type {
   TaskSpec,
   TaskStatus,
 } from '../driver';
-import type { ExecCapability, ExecOptions, ExecOutcome, PauseCapability } from '../driver';
+import type {
+  ExecCapability,
+  ExecOptions,
+  ExecOutcome,
+  ExecSession,
+  ExecSessionOptions,
+  FileEntry,
+  FilesCapability,
+  InteractiveExecCapability,
+  PauseCapability,
+  WriteFileOptions,
+} from '../driver';
+import { sessionOverProcess } from '../exec-session';
+import { checkSandboxFilePath, checkSandboxPath } from '../sandbox-path';
 import {
   ContainerCommandExit,
   containerName,
@@ -26,6 +41,7 @@ import {
   hasFinished,
   isLive,
   podmanExec,
+  podmanExecSessionArgs,
   podmanImport,
   podmanInfo,
   podmanInspect,
@@ -47,7 +63,22 @@ import {
   type PodmanRunSettings,
   type Ulimit,
 } from './commands';
+import {
+  ByteReader,
+  firstTarEntry,
+  mapCpError,
+  MAX_TAR_FILE_BYTES,
+  podmanCpInArgs,
+  podmanCpOutArgs,
+  podmanListDirectory,
+  podmanRemoveInside,
+  podmanRenameInside,
+  UPLOAD_PREFIX,
+  type TarFirstEntry,
+} from './container-files';
 import { readCriLogTail } from './cri-log';
+import { EXEC_MARKER_VARIABLE, killMarkedProcesses } from './exec-reaper';
+import { collect, spoolUpload, uploadTar } from './upload-spool';
 import { serveFileOnce } from './file-server';
 import { clampUlimit, explicitUlimitsRequired, readHardLimits, type HardLimits } from './host-limits';
 
@@ -138,7 +169,7 @@ const REMOVED_DETAIL = 'the container was removed before its exit status was see
 /** Where runc is looked for besides PATH (it lives in sbin on Debian). */
 const RUNTIME_SEARCH_DIRS = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-export class PodmanDriver implements Driver, LogsCapability, PauseCapability, ExecCapability {
+export class PodmanDriver implements Driver, LogsCapability, PauseCapability, ExecCapability, InteractiveExecCapability, FilesCapability {
   readonly name = PODMAN_DRIVER_NAME;
   private readonly executor: Executor;
   private readonly program: string;
@@ -316,6 +347,126 @@ export class PodmanDriver implements Driver, LogsCapability, PauseCapability, Ex
         throw new DeadlineExceededError(`the command did not finish within ${options.timeoutMs} ms`, { cause: err });
       }
       throw err;
+    }
+  }
+
+  /**
+   * `podman exec --interactive [--tty]`: stdin, stdout and stderr stream
+   * through the podman client. The podman client's own stdin is a pipe, so a
+   * TTY session has a terminal inside the container but no way to pass a
+   * window size on: `resize` is not offered (set COLUMNS/LINES in `env`).
+   */
+  async execSession(handle: TaskHandle, argv: readonly string[], options: ExecSessionOptions): Promise<ExecSession> {
+    const { containerId } = stateOf(handle);
+    const cli = await this.cli();
+    const injection = envInjection(options.env ?? {});
+    let envDir: string | undefined;
+    let envFilePath: string | undefined;
+    if (injection.envFile !== undefined) {
+      envDir = await mkdtemp(join(this.envFileDir, 'corral-podman-env-')); // 0700
+      envFilePath = join(envDir, 'env');
+      await writeFile(envFilePath, injection.envFile, { mode: 0o600, flag: 'wx' });
+    }
+    const cleanup = async () => {
+      if (envDir) await rm(envDir, { recursive: true, force: true });
+    };
+    let child: InteractiveProcess;
+    const marker = randomBytes(16).toString('hex');
+    try {
+      const args = podmanExecSessionArgs(
+        containerId,
+        argv,
+        { tty: options.tty, envNames: injection.names, envFilePath, workingDir: options.workingDir, marker: `${EXEC_MARKER_VARIABLE}=${marker}` },
+        cli,
+      );
+      child = await this.spawnPodman(args, injection.processEnv);
+    } catch (err) {
+      await cleanup();
+      throw err;
+    }
+    // Killing the podman client alone would leave the command running in the container.
+    const session = sessionOverProcess(child, { onKill: () => killMarkedProcesses(marker) });
+    void session.exited.finally(cleanup);
+    return session;
+  }
+
+  async readFile(handle: TaskHandle, path: string): Promise<AsyncIterable<Buffer>> {
+    const { containerId } = stateOf(handle);
+    const target = checkSandboxFilePath(path);
+    const child = await this.spawnPodman(podmanCpOutArgs(containerId, target, await this.cli()));
+    child.stdin.end();
+    const stderr = collect(child.stderr);
+    const reader = new ByteReader(child.stdout[Symbol.asyncIterator]());
+    // Ends podman and stops reading what it still had to say.
+    const stop = () => {
+      child.kill();
+      child.stdout.destroy();
+    };
+    let entry: TarFirstEntry;
+    try {
+      entry = await firstTarEntry(reader);
+    } catch (err) {
+      stop();
+      throw err;
+    }
+    if (entry.kind !== 'file') {
+      if (entry.kind !== 'empty') stop();
+      const status = await child.exited;
+      if (entry.kind === 'directory') throw new InvalidArgumentError(`${target} is a directory`, { field: 'path' });
+      if (entry.kind === 'other') throw new InvalidArgumentError(`${target} is not a regular file`, { field: 'path' });
+      throw mapCpError({ exitCode: status.exitCode, stderr: stderr() }, containerId, target);
+    }
+    const body = entry.body;
+    return (async function* () {
+      try {
+        yield* body;
+      } finally {
+        // Done (or the reader went away): podman only has the tar's padding left to write.
+        stop();
+      }
+    })();
+  }
+
+  async writeFile(handle: TaskHandle, path: string, content: AsyncIterable<Buffer>, options: WriteFileOptions): Promise<{ bytes: number }> {
+    const { containerId } = stateOf(handle);
+    const target = checkSandboxFilePath(path);
+    const cli = await this.cli();
+    const dir = posix.dirname(target);
+    const temp = posix.join(dir, `${UPLOAD_PREFIX}${randomBytes(8).toString('hex')}`);
+    // Spooled on the host first: an oversized or broken upload never reaches the container.
+    const spool = await spoolUpload(content, Math.min(options.maxBytes, MAX_TAR_FILE_BYTES), tmpdir());
+    try {
+      const child = await this.spawnPodman(podmanCpInArgs(containerId, dir, cli));
+      const stderr = collect(child.stderr);
+      child.stdout.resume();
+      await pipeline(uploadTar(posix.basename(temp), spool.path, spool.bytes, options.mode ?? 0o644), child.stdin).catch(() => undefined);
+      const status = await child.exited;
+      if (status.exitCode !== 0) throw mapCpError({ exitCode: status.exitCode, stderr: stderr() }, containerId, dir);
+      try {
+        await this.executor.run(podmanRenameInside(containerId, temp, target, cli));
+      } catch (err) {
+        await this.executor.run(podmanRemoveInside(containerId, temp, cli)).catch(() => undefined);
+        throw err;
+      }
+      return { bytes: spool.bytes };
+    } finally {
+      await spool.remove();
+    }
+  }
+
+  async listDirectory(handle: TaskHandle, path: string): Promise<FileEntry[]> {
+    const { containerId } = stateOf(handle);
+    return this.executor.run(podmanListDirectory(containerId, checkSandboxPath(path), await this.cli()));
+  }
+
+  /** The podman client with piped stdio, for streams the buffered executor cannot carry. */
+  private async spawnPodman(args: readonly string[], extraEnv: Record<string, string> = {}): Promise<InteractiveProcess> {
+    const program = this.executor.resolve(this.program);
+    if (!program) throw new FailedPreconditionError('podman is not installed on this host');
+    try {
+      return await spawnInteractive({ program, args, env: { ...defaultBaseEnv(), ...extraEnv } });
+    } catch {
+      throw new UnavailableError('could not start podman');
     }
   }
 

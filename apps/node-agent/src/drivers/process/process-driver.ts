@@ -3,7 +3,7 @@ import { open, rm } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError, UnavailableError } from '@corral/domain';
-import { isProcessAlive, killProcessGroup, processStartTime, spawnSupervised, type ExitStatus, type SupervisedProcess } from '@corral/exec';
+import { isProcessAlive, killProcessGroup, processStartTime, spawnInteractive, spawnSupervised, type ExitStatus, type SupervisedProcess } from '@corral/exec';
 import type { Logger } from '@corral/logging';
 import { ensurePrivateDir } from '../../state/atomic-file';
 import type {
@@ -20,6 +20,9 @@ import type {
   TaskSpec,
   TaskStatus,
 } from '../driver';
+import type { ExecSession, ExecSessionOptions, FileEntry, FilesCapability, InteractiveExecCapability, WriteFileOptions } from '../driver';
+import { sessionOverProcess } from '../exec-session';
+import { WorkloadRoot } from './workload-files';
 
 // Nomad's raw_exec: the command runs as a plain host process of the agent's
 // user, in its own process group, with no isolation. For development and
@@ -68,7 +71,7 @@ interface Tracked {
 // Workload ids become directory names.
 const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 
-export class ProcessDriver implements Driver, LogsCapability, PauseCapability {
+export class ProcessDriver implements Driver, LogsCapability, PauseCapability, InteractiveExecCapability, FilesCapability {
   readonly name = PROCESS_DRIVER_NAME;
   /** No network namespace: a workload listens on its host ports itself. */
   readonly hostNetwork = true;
@@ -226,6 +229,45 @@ export class ProcessDriver implements Driver, LogsCapability, PauseCapability {
    * handle to report its exit, so its liveness is polled, and its exit code
    * is unknown.
    */
+  /**
+   * A host process beside the workload: same user, the workload's own
+   * environment (read from /proc/<pid>/environ, so it is what the workload
+   * was started with, never the agent's), its working directory, its own
+   * process group. No isolation, exactly like the workload itself: this
+   * driver is for development and tests. No TTY: allocating a terminal would
+   * need a native pty module.
+   */
+  async execSession(handle: TaskHandle, argv: readonly string[], options: ExecSessionOptions): Promise<ExecSession> {
+    if (argv.length === 0) throw new InvalidArgumentError('exec needs a command', { field: 'command' });
+    if (options.tty) throw new FailedPreconditionError('the process driver cannot allocate a terminal; run without a TTY');
+    const tracked = this.live(handle);
+    const cwd = await this.rootOf(handle).workingDir(options.workingDir);
+    const env = { ...workloadEnv(tracked.pid), ...options.env };
+    try {
+      return sessionOverProcess(await spawnInteractive({ program: argv[0], args: argv.slice(1), env, cwd }));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'unknown error';
+      throw new FailedPreconditionError(`cannot run ${JSON.stringify(argv[0])} on this host (${code})`, { field: 'command[0]' });
+    }
+  }
+
+  readFile(handle: TaskHandle, path: string): Promise<AsyncIterable<Buffer>> {
+    return this.rootOf(handle).readFile(path);
+  }
+
+  writeFile(handle: TaskHandle, path: string, content: AsyncIterable<Buffer>, options: WriteFileOptions): Promise<{ bytes: number }> {
+    return this.rootOf(handle).writeFile(path, content, options);
+  }
+
+  listDirectory(handle: TaskHandle, path: string): Promise<FileEntry[]> {
+    return this.rootOf(handle).listDirectory(path);
+  }
+
+  /** The workload's files: its working directory. */
+  private rootOf(handle: TaskHandle): WorkloadRoot {
+    return new WorkloadRoot(join(stateOf(handle).taskDir, 'work'));
+  }
+
   private adopt(workloadId: string, state: ProcessState): Tracked {
     let timer: NodeJS.Timeout | undefined;
     const exited = new Promise<ExitResult>((resolve) => {
@@ -292,6 +334,20 @@ function stateOf(handle: TaskHandle): ProcessState {
     throw new FailedPreconditionError(`handle of workload ${handle.workloadId} is not a process driver handle`);
   }
   return state as ProcessState;
+}
+
+/** The environment a process was started with; PATH alone when /proc cannot tell. */
+function workloadEnv(pid: number): Record<string, string> {
+  try {
+    const env: Record<string, string> = {};
+    for (const entry of readFileSync(`/proc/${pid}/environ`).toString('utf8').split('\0')) {
+      const eq = entry.indexOf('=');
+      if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+    }
+    return env;
+  } catch {
+    return { PATH: DEFAULT_WORKLOAD_PATH };
+  }
 }
 
 function isSameProcessAlive(state: { pid: number; startTime?: string }): boolean {

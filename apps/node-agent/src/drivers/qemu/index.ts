@@ -7,4 +7,7 @@ export type { AcceleratorChoice, AcceleratorSetting, KvmProbeConfig, KvmState, P
 export { QEMU_MACHINE_TYPE, buildQemuArgs, kernelCommandLine, machineFromSpec } from './qemu-args';
 export type { Accelerator, VmBoot, VmDisk, VmMachine } from './qemu-args';
 export { QmpClient, QmpCommandError, QmpConnectionError, withQmp } from './qmp-client';
+export { QgaClient, QgaCommandError, QgaConnectionError, withQga } from './qga-client';
+export { checkGuestPath } from './guest-ops';
+export { GUEST_AGENT_PORT_NAME } from './qemu-args';
 export type { QmpEvent } from './qmp-client';

@@ -169,6 +169,26 @@ describe('qemu argv', () => {
     expect(migrationReadUri('/snaps/a-b_c.1')).toBe("exec:cat '/snaps/a-b_c.1'");
   });
 
+  it('gives a machine with a guest agent a virtio-serial port named for qemu-ga, backed by a unix socket qemu serves', () => {
+    const args = buildQemuArgs(machine({ guestAgent: true }), { ...files, qgaSocket: '/state/vm1/qga.sock' }, { name: 'vm1', ports: [], hostAddress: '127.0.0.1' });
+    expect(valuesOf(args, '-chardev')).toEqual(['socket,id=qga0,path=/state/vm1/qga.sock,server=on,wait=off']);
+    expect(valuesOf(args, '-device')).toEqual(
+      expect.arrayContaining(['virtio-serial-pci,id=qga-serial0', 'virtserialport,bus=qga-serial0.0,chardev=qga0,name=org.qemu.guest_agent.0']),
+    );
+    // The controller comes before the port that sits on its bus.
+    expect(args.indexOf('virtio-serial-pci,id=qga-serial0')).toBeLessThan(args.indexOf('virtserialport,bus=qga-serial0.0,chardev=qga0,name=org.qemu.guest_agent.0'));
+    // Without it (e.g. a machine restored from an older snapshot) there is no such device.
+    const without = buildQemuArgs(machine(), { ...files, qgaSocket: '/state/vm1/qga.sock' }, { name: 'vm1', ports: [], hostAddress: '127.0.0.1' });
+    expect(without).not.toContain('-chardev');
+    expect(without.join(' ')).not.toContain('virtserialport');
+    expect(() => buildQemuArgs(machine({ guestAgent: true }), files, { name: 'vm1', ports: [], hostAddress: '127.0.0.1' })).toThrow(expect.objectContaining({ field: 'qgaSocket' }));
+    expect(() => buildQemuArgs(machine({ guestAgent: true }), { ...files, qgaSocket: '/state/a,b/qga.sock' }, { name: 'vm1', ports: [], hostAddress: '127.0.0.1' })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', field: 'qgaSocket' }),
+    );
+    expect(machineFromSpec(spec(), { ...defaults, guestAgent: true }).machine.guestAgent).toBe(true);
+    expect(machineFromSpec(spec(), defaults).machine.guestAgent).toBeUndefined();
+  });
+
   it('refuses snapshot paths a shell could misread', () => {
     for (const bad of ["/snaps/it's", '/snaps/a b', '/snaps/$(id)', 'relative/file', '/snaps/../etc/x', '/snaps/a;b', '/snaps/`x`', '/snaps/a\nb']) {
       expect(() => checkSnapshotPath(bad)).toThrow(/snapshot path/);

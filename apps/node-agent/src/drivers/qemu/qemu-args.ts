@@ -37,6 +37,13 @@ export interface VmMachine {
   vcpus: number;
   boot: VmBoot;
   disks: VmDisk[];
+  /**
+   * A virtio-serial port for the QEMU guest agent (qemu-ga), reached on the
+   * host through `VmRunFiles.qgaSocket`. Part of the machine because a
+   * restore needs the same devices; absent in snapshots taken before the
+   * port existed, which are restored without it.
+   */
+  guestAgent?: boolean;
 }
 
 /** Where qemu keeps its per-VM files. */
@@ -44,7 +51,12 @@ export interface VmRunFiles {
   consoleLog: string;
   qmpSocket: string;
   pidFile: string;
+  /** The guest agent's channel, served by qemu; required when the machine has `guestAgent`. */
+  qgaSocket?: string;
 }
+
+/** The virtio-serial port name qemu-ga looks for (what libvirt and QEMU's tools use). */
+export const GUEST_AGENT_PORT_NAME = 'org.qemu.guest_agent.0';
 
 export interface QemuArgsOptions {
   /** `-name`, shown in ps and QMP. */
@@ -87,6 +99,8 @@ export interface MachineDefaults {
   machineType?: string;
   memoryMb: number;
   vcpus: number;
+  /** Give the machine the guest agent's virtio-serial port. */
+  guestAgent?: boolean;
 }
 
 /**
@@ -128,7 +142,10 @@ export function machineFromSpec(spec: TaskSpec, defaults: MachineDefaults): { ma
     throw new InvalidArgumentError(`unknown vm mode ${JSON.stringify(mode)}: use microvm or unikernel`, { field: 'spec.vm.mode' });
   }
   checkPorts(spec.ports ?? []);
-  return { machine: { accelerator: defaults.accelerator, machineType: defaults.machineType ?? QEMU_MACHINE_TYPE, memoryMb, vcpus, boot }, diskPaths };
+  return {
+    machine: { accelerator: defaults.accelerator, machineType: defaults.machineType ?? QEMU_MACHINE_TYPE, memoryMb, vcpus, boot, ...(defaults.guestAgent ? { guestAgent: true } : {}) },
+    diskPaths,
+  };
 }
 
 /** The kernel command line, with a serial console and panic=-1 unless the spec chose its own. */
@@ -171,7 +188,7 @@ export function netdevArg(ports: readonly PortMapping[], hostAddress: string, eg
 
 /** The full qemu argv (without the program itself). */
 export function buildQemuArgs(machine: VmMachine, files: VmRunFiles, options: QemuArgsOptions): string[] {
-  for (const [key, path] of Object.entries(files)) checkedPath(path, key);
+  for (const [key, path] of Object.entries(files)) if (path !== undefined) checkedPath(path, key);
   if (!/^[A-Za-z0-9_-]+$/.test(options.name)) throw new InvalidArgumentError('VM name may hold letters, digits, _ and - only', { field: 'name' });
   const args = [
     '-name', options.name,
@@ -201,8 +218,24 @@ export function buildQemuArgs(machine: VmMachine, files: VmRunFiles, options: Qe
     if (!/^[a-z0-9]+$/.test(disk.format)) throw new InvalidArgumentError(`unsupported disk format ${JSON.stringify(disk.format)}`, { field: `disks[${i}].format` });
     args.push('-drive', `file=${qemuOptionValue(disk.path)},format=${disk.format},if=virtio,discard=unmap`);
   });
+  if (machine.guestAgent) args.push(...guestAgentArgs(files.qgaSocket));
   if (options.incomingFile) args.push('-incoming', migrationReadUri(options.incomingFile));
   return args;
+}
+
+/**
+ * The guest agent's channel: a virtio-serial controller with one named port,
+ * backed by a unix socket qemu listens on (wait=off: qemu does not wait for
+ * a client to boot the guest; the driver connects for each agent session).
+ */
+export function guestAgentArgs(qgaSocket: string | undefined): string[] {
+  if (!qgaSocket) throw new InvalidArgumentError('a machine with a guest agent port needs its socket path', { field: 'qgaSocket' });
+  checkedPath(qgaSocket, 'qgaSocket');
+  return [
+    '-chardev', `socket,id=qga0,path=${qgaSocket},server=on,wait=off`,
+    '-device', 'virtio-serial-pci,id=qga-serial0',
+    '-device', `virtserialport,bus=qga-serial0.0,chardev=qga0,name=${GUEST_AGENT_PORT_NAME}`,
+  ];
 }
 
 /** Commas separate qemu options; a literal comma inside a value is doubled. */

@@ -9,7 +9,10 @@ import { QemuDriver, parseQemuVersion } from './qemu-driver';
 // takes qemu's argv, writes the pid file and console log, and serves QMP on
 // the socket it is given. What it does on powerdown, quit and SIGTERM
 // depends on the VM's -name, so every escalation step of stop can be seen
-// without booting anything.
+// without booting anything. It also serves the guest agent's chardev
+// socket: a VM named agent-* answers like qemu-ga (guest-exec echoes its
+// argv), any other accepts connections and never answers, like a guest
+// without an agent.
 
 const FAKE_QEMU = `#!${process.execPath}
 const net = require('net');
@@ -48,6 +51,28 @@ net.createServer((s) => {
     }
   });
 }).listen(socketPath);
+const chardev = opt('-chardev');
+// Like qemu-ga's, the command table outlives any one connection.
+const procs = new Map();
+if (chardev) net.createServer((s) => {
+  s.on('error', () => {});
+  if (!name.startsWith('agent')) return;
+  let buf = Buffer.alloc(0);
+  s.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    for (;;) {
+      const ff = buf.indexOf(0xff), nl = buf.indexOf(10);
+      if (ff >= 0 && (nl < 0 || ff < nl)) { buf = buf.subarray(ff + 1); continue; }
+      if (nl < 0) return;
+      const m = JSON.parse(buf.subarray(0, nl).toString()); buf = buf.subarray(nl + 1);
+      const ok = (r) => s.write(JSON.stringify({ return: r, id: m.id }) + '\\n');
+      if (m.execute === 'guest-sync-delimited') { s.write(Buffer.from([0xff])); s.write(JSON.stringify({ return: m.arguments.id }) + '\\n'); }
+      else if (m.execute === 'guest-exec') { procs.set(procs.size + 1, [m.arguments.path, ...m.arguments.arg].join(' ')); ok({ pid: procs.size }); }
+      else if (m.execute === 'guest-exec-status') ok({ exited: true, exitcode: 3, 'out-data': Buffer.from(procs.get(m.arguments.pid) + '\\n').toString('base64') });
+      else s.write(JSON.stringify({ error: { class: 'CommandNotFound', desc: 'no ' + m.execute }, id: m.id }) + '\\n');
+    }
+  });
+}).listen(/path=([^,]+)/.exec(chardev)[1]);
 setInterval(() => {}, 1000);
 `;
 
@@ -215,6 +240,45 @@ describe('qemu driver (fake qemu)', () => {
     expect(await first.wait(handle)).toEqual({ exitCode: 0 });
     // A recovered handle whose pid now belongs to another process is not adopted.
     expect(await newDriver().recover({ ...handle, state: { ...handle.state, pid: process.pid, startTime: '1' } })).toMatchObject({ recovered: false });
+  });
+
+  it('runs commands through the guest agent on qga.sock, also after recovery by a new driver instance', async () => {
+    const first = newDriver();
+    const handle = await start(first, 'agent-vm');
+    const argvLine = readFileSync(join(stateDir, 'agent-vm', 'console.log'), 'utf8').split('\n').find((l) => l.startsWith('argv ')) as string;
+    const argv = JSON.parse(argvLine.slice(5)) as string[];
+    expect(argv).toEqual(expect.arrayContaining(['-chardev', `socket,id=qga0,path=${join(stateDir, 'agent-vm', 'qga.sock')},server=on,wait=off`]));
+    expect(handle.state).toMatchObject({ qgaSocket: join(stateDir, 'agent-vm', 'qga.sock'), machine: { guestAgent: true } });
+    expect(await first.exec(handle, ['echo', 'a b'], { timeoutMs: 5000 })).toEqual({ exitCode: 3, stdout: 'echo a b\n', stderr: '' });
+
+    const second = newDriver();
+    await expect(second.exec(handle, ['echo'], { timeoutMs: 5000 })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    expect(await second.recover(handle)).toEqual({ recovered: true });
+    expect(await second.exec(handle, ['echo', 'again'], { timeoutMs: 5000 })).toMatchObject({ stdout: 'echo again\n' });
+    await expect(second.exec(handle, [], { timeoutMs: 5000 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', field: 'argv' });
+    await expect(second.readFile(handle, 'relative')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', field: 'path' });
+  });
+
+  it('fails exec and files with FailedPrecondition, not a hang, when the guest runs no agent', async () => {
+    const driver = newDriver({ guestAgentTimeoutMs: 200 });
+    const handle = await start(driver, 'mute-vm');
+    for (const call of [
+      () => driver.exec(handle, ['true'], { timeoutMs: 60_000 }),
+      () => driver.readFile(handle, '/etc/hostname'),
+      () => driver.listDirectory(handle, '/'),
+      () => driver.writeFile(handle, '/tmp/x', (async function* () {
+        yield Buffer.from('x');
+      })(), { maxBytes: 10 }),
+    ]) {
+      await expect(call()).rejects.toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringContaining('guest agent of VM mute-vm is unavailable') });
+    }
+    // A handle of a VM started before the agent port existed.
+    const { qgaSocket: _dropped, ...older } = handle.state;
+    await expect(driver.exec({ ...handle, state: older }, ['true'], { timeoutMs: 1000 })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringContaining('without a guest agent port') });
+    // And with the port switched off in the config, qemu gets no such device.
+    const plain = await start(newDriver({ guestAgent: false }), 'plain-vm');
+    expect(plain.state).not.toHaveProperty('machine.guestAgent');
+    expect(readFileSync(join(stateDir, 'plain-vm', 'console.log'), 'utf8')).not.toContain('virtserialport');
   });
 
   it('rejects handles and ids it cannot use', async () => {

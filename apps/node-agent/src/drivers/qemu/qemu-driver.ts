@@ -36,18 +36,28 @@ import type { PauseCapability, RestoreOptions, SnapshotCapability, SnapshotOptio
 import { checkMigrationFile } from './migration-file';
 import { QEMU_MACHINE_TYPE, buildQemuArgs, checkPorts, checkSnapshotPath, machineFromSpec, migrationWriteUri, type VmDisk, type VmMachine, type VmRunFiles } from './qemu-args';
 import { QmpClient, QmpCommandError, QmpConnectionError, withQmp, type QmpRetryOptions } from './qmp-client';
+import type { ExecCapability, ExecOptions, ExecOutcome, FileEntry, FilesCapability, WriteFileOptions } from '../driver';
+import { checkArgv, checkGuestPath, guestExec, guestListDirectory, guestReadFile, guestWriteFile, type Sessions } from './guest-ops';
+import { QgaClient, QgaConnectionError } from './qga-client';
 
 // VMs under qemu (DESIGN §3): direct kernel boot of a microVM (or a unikernel
 // image booted from its disk), one qemu process per task in its own process
 // group, user-mode networking with host port forwards, the serial console
 // in a log file, and a QMP socket for control: powerdown, pause/resume
 // (stop/cont) and memory snapshots (migrate to a file, start another qemu
-// with -incoming from it). Exec into a VM is not offered: it would need a
-// guest agent.
+// with -incoming from it). Exec and files inside the VM go through the QEMU
+// guest agent (qemu-ga in the guest) on a virtio-serial port whose host end
+// is qga.sock: buffered exec (guest-exec, polled), file reads and atomic
+// writes (guest-file-*), and listings (find/stat run in the guest); see
+// guest-ops.ts. No interactive exec: the agent has no streams, so the agent
+// layer buffers stdin for this driver. A guest without qemu-ga (a unikernel,
+// an image without it) never answers, and those calls fail with
+// FailedPreconditionError after `guestAgentTimeoutMs` instead of hanging.
 //
-// Per task: <stateDir>/<workloadId>/ holds qmp.sock, console.log (the
-// guest's serial console), qemu.log (qemu's own stdout/stderr), qemu.pid,
-// and disk.qcow2 when the driver made an overlay for a unikernel image.
+// Per task: <stateDir>/<workloadId>/ holds qmp.sock, qga.sock, console.log
+// (the guest's serial console), qemu.log (qemu's own stdout/stderr),
+// qemu.pid, and disk.qcow2 when the driver made an overlay for a unikernel
+// image.
 
 export const QEMU_DRIVER_NAME = 'qemu';
 export const QEMU_SYSTEM_BINARY = 'qemu-system-x86_64';
@@ -91,6 +101,14 @@ export interface QemuDriverConfig {
   killWaitMs?: number;
   /** How often a re-adopted qemu is checked for exit. Default 500 ms. */
   adoptedPollMs?: number;
+  /** Give VMs the guest agent's virtio-serial port (exec and files). Default true. */
+  guestAgent?: boolean;
+  /** How long a guest agent is waited for to answer a session's resync before it counts as unavailable. Default 5 s. */
+  guestAgentTimeoutMs?: number;
+  /** How long one guest agent command (a chunk of a file, an exec status) may take. Default 30 s. */
+  guestAgentCommandTimeoutMs?: number;
+  /** Bytes per guest agent file read/write. Default 512 KiB. */
+  guestAgentChunkBytes?: number;
 }
 
 /** What the handle carries: JSON only (persisted by the supervisor). */
@@ -102,6 +120,8 @@ interface QemuState {
   consoleLog: string;
   qemuLog: string;
   pidFile: string;
+  /** Absent in handles of VMs started before the guest agent port existed. */
+  qgaSocket?: string;
   machine: VmMachine;
   ports: PortMapping[];
 }
@@ -135,10 +155,12 @@ const SNAPSHOT_MAX_BANDWIDTH = 64 * 1024 * 1024 * 1024;
 /** Runs states from which a VM can be snapshotted or resumed. */
 const LIVE_STATES = new Set(['running', 'paused', 'postmigrate', 'suspended']);
 
-export class QemuDriver implements Driver, LogsCapability, PauseCapability, SnapshotCapability {
+export class QemuDriver implements Driver, LogsCapability, PauseCapability, SnapshotCapability, ExecCapability, FilesCapability {
   readonly name = QEMU_DRIVER_NAME;
   private readonly tracked = new Map<string, Tracked>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** The guest agent's channel is separate from QMP: its sessions queue on their own. */
+  private readonly agentLocks = new Map<string, Promise<unknown>>();
   private readonly logger: Logger;
   private readonly executor: Executor;
   private readonly qemuBinary: string;
@@ -185,6 +207,7 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
       accelerator: choice.accelerator,
       memoryMb: this.config.defaultMemoryMb,
       vcpus: this.config.defaultVcpus,
+      guestAgent: this.config.guestAgent ?? true,
     });
     return this.serialize(spec.workloadId, async () => {
       const files = await this.prepareTaskDir(spec.workloadId);
@@ -240,6 +263,31 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
     }
     this.tracked.delete(handle.workloadId);
     await rm(state.dir, { recursive: true, force: true });
+  }
+
+  /**
+   * Runs a command in the guest through its agent (see guest-ops.ts):
+   * buffered, stdin given up front. Fails with FailedPreconditionError when
+   * the guest agent does not answer.
+   */
+  async exec(handle: TaskHandle, argv: readonly string[], options: ExecOptions): Promise<ExecOutcome> {
+    checkArgv(argv);
+    return guestExec(this.agentSessions(handle), argv, options);
+  }
+
+  async readFile(handle: TaskHandle, path: string): Promise<AsyncIterable<Buffer>> {
+    checkGuestPath(path);
+    return guestReadFile(this.agentSessions(handle), path, { chunkBytes: this.config.guestAgentChunkBytes });
+  }
+
+  async writeFile(handle: TaskHandle, path: string, content: AsyncIterable<Buffer>, options: WriteFileOptions): Promise<{ bytes: number }> {
+    checkGuestPath(path);
+    return guestWriteFile(this.agentSessions(handle), path, content, options, { chunkBytes: this.config.guestAgentChunkBytes });
+  }
+
+  async listDirectory(handle: TaskHandle, path: string): Promise<FileEntry[]> {
+    checkGuestPath(path);
+    return guestListDirectory(this.agentSessions(handle), path);
   }
 
   async inspect(handle: TaskHandle): Promise<TaskStatus> {
@@ -403,7 +451,14 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
     const existing = this.tracked.get(workloadId);
     if (existing && !existing.result) throw new AlreadyExistsError(`VM ${workloadId} is already running`);
     const dir = join(this.config.stateDir, workloadId);
-    const files = { dir, qmpSocket: join(dir, 'qmp.sock'), consoleLog: join(dir, 'console.log'), pidFile: join(dir, 'qemu.pid'), qemuLog: join(dir, 'qemu.log') };
+    const files = {
+      dir,
+      qmpSocket: join(dir, 'qmp.sock'),
+      qgaSocket: join(dir, 'qga.sock'),
+      consoleLog: join(dir, 'console.log'),
+      pidFile: join(dir, 'qemu.pid'),
+      qemuLog: join(dir, 'qemu.log'),
+    };
     if (Buffer.byteLength(files.qmpSocket) > MAX_SOCKET_PATH) {
       throw new FailedPreconditionError(`the QMP socket path ${files.qmpSocket} is longer than ${MAX_SOCKET_PATH} bytes: use a shorter stateDir or workload id`);
     }
@@ -541,14 +596,51 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
     }
   }
 
+  /**
+   * Sessions with the VM's guest agent, one per step, one at a time (qemu
+   * serves one client on the socket, and the stream is shared). A guest
+   * that does not answer, or a socket that is not there, is "unavailable".
+   */
+  private agentSessions(handle: TaskHandle): Sessions {
+    const state = this.liveState(handle);
+    const tracked = this.attached(handle);
+    const socket = state.qgaSocket;
+    if (!socket || !state.machine.guestAgent) throw new FailedPreconditionError(`VM ${handle.workloadId} was started without a guest agent port`);
+    const unavailable = (detail: string, cause: unknown) =>
+      new FailedPreconditionError(`the guest agent of VM ${handle.workloadId} is unavailable: ${detail} (does the guest run qemu-ga, and is the VM running?)`, { cause });
+    const sessions: Sessions = (fn) =>
+      this.serialize(
+        handle.workloadId,
+        async () => {
+          if (tracked.result) throw new FailedPreconditionError(`VM ${handle.workloadId} has exited`);
+          let qga: QgaClient;
+          try {
+            qga = await QgaClient.connect(socket, { timeoutMs: this.config.guestAgentTimeoutMs ?? 5000, commandTimeoutMs: this.config.guestAgentCommandTimeoutMs ?? 30_000 });
+          } catch (err) {
+            throw unavailable(err instanceof QgaConnectionError && err.reason === 'timeout' ? 'it did not answer' : 'its channel cannot be opened', err);
+          }
+          try {
+            return await fn(qga);
+          } catch (err) {
+            if (err instanceof QgaConnectionError) throw unavailable(err.reason === 'timeout' ? 'a command got no answer in time' : 'the channel closed', err);
+            throw err;
+          } finally {
+            qga.close();
+          }
+        },
+        this.agentLocks,
+      );
+    return sessions;
+  }
+
   /** qemu serves one QMP client at a time: commands for one VM run one after another. */
-  private serialize<T>(workloadId: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.locks.get(workloadId) ?? Promise.resolve();
+  private serialize<T>(workloadId: string, fn: () => Promise<T>, locks = this.locks): Promise<T> {
+    const previous = locks.get(workloadId) ?? Promise.resolve();
     const next = previous.catch(() => undefined).then(fn);
     const settled = next.catch(() => undefined);
-    this.locks.set(workloadId, settled);
+    locks.set(workloadId, settled);
     void settled.then(() => {
-      if (this.locks.get(workloadId) === settled) this.locks.delete(workloadId);
+      if (locks.get(workloadId) === settled) locks.delete(workloadId);
     });
     return next;
   }

@@ -33,6 +33,11 @@ export type ApiKey = Prisma.ApiKeyModel
  */
 export type Host = Prisma.HostModel
 /**
+ * Model FleetMonitor
+ * 
+ */
+export type FleetMonitor = Prisma.FleetMonitorModel
+/**
  * Model RegistrationToken
  * 
  */

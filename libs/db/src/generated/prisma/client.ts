@@ -55,6 +55,11 @@ export type ApiKey = Prisma.ApiKeyModel
  */
 export type Host = Prisma.HostModel
 /**
+ * Model FleetMonitor
+ * 
+ */
+export type FleetMonitor = Prisma.FleetMonitorModel
+/**
  * Model RegistrationToken
  * 
  */

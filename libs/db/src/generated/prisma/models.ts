@@ -11,6 +11,7 @@
 export type * from './models/Team'
 export type * from './models/ApiKey'
 export type * from './models/Host'
+export type * from './models/FleetMonitor'
 export type * from './models/RegistrationToken'
 export type * from './models/SigningKey'
 export type * from './models/RefreshToken'

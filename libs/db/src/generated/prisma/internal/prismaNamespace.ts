@@ -400,6 +400,7 @@ export const ModelName = {
   Team: 'Team',
   ApiKey: 'ApiKey',
   Host: 'Host',
+  FleetMonitor: 'FleetMonitor',
   RegistrationToken: 'RegistrationToken',
   SigningKey: 'SigningKey',
   RefreshToken: 'RefreshToken',
@@ -420,7 +421,7 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
     omit: GlobalOmitOptions
   }
   meta: {
-    modelProps: "team" | "apiKey" | "host" | "registrationToken" | "signingKey" | "refreshToken" | "workload" | "workloadEvent"
+    modelProps: "team" | "apiKey" | "host" | "fleetMonitor" | "registrationToken" | "signingKey" | "refreshToken" | "workload" | "workloadEvent"
     txIsolationLevel: TransactionIsolationLevel
   }
   model: {
@@ -643,6 +644,80 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
         count: {
           args: Prisma.HostCountArgs<ExtArgs>
           result: runtime.Types.Utils.Optional<Prisma.HostCountAggregateOutputType> | number
+        }
+      }
+    }
+    FleetMonitor: {
+      payload: Prisma.$FleetMonitorPayload<ExtArgs>
+      fields: Prisma.FleetMonitorFieldRefs
+      operations: {
+        findUnique: {
+          args: Prisma.FleetMonitorFindUniqueArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$FleetMonitorPayload> | null
+        }
+        findUniqueOrThrow: {
+          args: Prisma.FleetMonitorFindUniqueOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$FleetMonitorPayload>
+        }
+        findFirst: {
+          args: Prisma.FleetMonitorFindFirstArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$FleetMonitorPayload> | null
+        }
+        findFirstOrThrow: {
+          args: Prisma.FleetMonitorFindFirstOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$FleetMonitorPayload>
+        }
+        findMany: {
+          args: Prisma.FleetMonitorFindManyArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$FleetMonitorPayload>[]
+        }
+        create: {
+          args: Prisma.FleetMonitorCreateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$FleetMonitorPayload>
+        }
+        createMany: {
+          args: Prisma.FleetMonitorCreateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        createManyAndReturn: {
+          args: Prisma.FleetMonitorCreateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$FleetMonitorPayload>[]
+        }
+        delete: {
+          args: Prisma.FleetMonitorDeleteArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$FleetMonitorPayload>
+        }
+        update: {
+          args: Prisma.FleetMonitorUpdateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$FleetMonitorPayload>
+        }
+        deleteMany: {
+          args: Prisma.FleetMonitorDeleteManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateMany: {
+          args: Prisma.FleetMonitorUpdateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateManyAndReturn: {
+          args: Prisma.FleetMonitorUpdateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$FleetMonitorPayload>[]
+        }
+        upsert: {
+          args: Prisma.FleetMonitorUpsertArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$FleetMonitorPayload>
+        }
+        aggregate: {
+          args: Prisma.FleetMonitorAggregateArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.AggregateFleetMonitor>
+        }
+        groupBy: {
+          args: Prisma.FleetMonitorGroupByArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.FleetMonitorGroupByOutputType>[]
+        }
+        count: {
+          args: Prisma.FleetMonitorCountArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.FleetMonitorCountAggregateOutputType> | number
         }
       }
     }
@@ -1094,12 +1169,28 @@ export const HostScalarFieldEnum = {
   lastHeartbeatAt: 'lastHeartbeatAt',
   lastHeartbeatSentAt: 'lastHeartbeatSentAt',
   credentialHash: 'credentialHash',
+  reportedWorkloads: 'reportedWorkloads',
   createdAt: 'createdAt',
   updatedAt: 'updatedAt',
   deletedAt: 'deletedAt'
 } as const
 
 export type HostScalarFieldEnum = (typeof HostScalarFieldEnum)[keyof typeof HostScalarFieldEnum]
+
+
+export const FleetMonitorScalarFieldEnum = {
+  id: 'id',
+  epoch: 'epoch',
+  leader: 'leader',
+  brakeActive: 'brakeActive',
+  brakeReasons: 'brakeReasons',
+  brakeDetail: 'brakeDetail',
+  brakeSince: 'brakeSince',
+  lastCheckAt: 'lastCheckAt',
+  updatedAt: 'updatedAt'
+} as const
+
+export type FleetMonitorScalarFieldEnum = (typeof FleetMonitorScalarFieldEnum)[keyof typeof FleetMonitorScalarFieldEnum]
 
 
 export const RegistrationTokenScalarFieldEnum = {
@@ -1485,6 +1576,7 @@ export type GlobalOmitConfig = {
   team?: Prisma.TeamOmit
   apiKey?: Prisma.ApiKeyOmit
   host?: Prisma.HostOmit
+  fleetMonitor?: Prisma.FleetMonitorOmit
   registrationToken?: Prisma.RegistrationTokenOmit
   signingKey?: Prisma.SigningKeyOmit
   refreshToken?: Prisma.RefreshTokenOmit

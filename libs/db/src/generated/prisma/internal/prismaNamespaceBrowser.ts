@@ -54,6 +54,7 @@ export const ModelName = {
   Team: 'Team',
   ApiKey: 'ApiKey',
   Host: 'Host',
+  FleetMonitor: 'FleetMonitor',
   RegistrationToken: 'RegistrationToken',
   SigningKey: 'SigningKey',
   RefreshToken: 'RefreshToken',
@@ -116,12 +117,28 @@ export const HostScalarFieldEnum = {
   lastHeartbeatAt: 'lastHeartbeatAt',
   lastHeartbeatSentAt: 'lastHeartbeatSentAt',
   credentialHash: 'credentialHash',
+  reportedWorkloads: 'reportedWorkloads',
   createdAt: 'createdAt',
   updatedAt: 'updatedAt',
   deletedAt: 'deletedAt'
 } as const
 
 export type HostScalarFieldEnum = (typeof HostScalarFieldEnum)[keyof typeof HostScalarFieldEnum]
+
+
+export const FleetMonitorScalarFieldEnum = {
+  id: 'id',
+  epoch: 'epoch',
+  leader: 'leader',
+  brakeActive: 'brakeActive',
+  brakeReasons: 'brakeReasons',
+  brakeDetail: 'brakeDetail',
+  brakeSince: 'brakeSince',
+  lastCheckAt: 'lastCheckAt',
+  updatedAt: 'updatedAt'
+} as const
+
+export type FleetMonitorScalarFieldEnum = (typeof FleetMonitorScalarFieldEnum)[keyof typeof FleetMonitorScalarFieldEnum]
 
 
 export const RegistrationTokenScalarFieldEnum = {

@@ -81,6 +81,7 @@ export type HostCountAggregateOutputType = {
   lastHeartbeatAt: number
   lastHeartbeatSentAt: number
   credentialHash: number
+  reportedWorkloads: number
   createdAt: number
   updatedAt: number
   deletedAt: number
@@ -143,6 +144,7 @@ export type HostCountAggregateInputType = {
   lastHeartbeatAt?: true
   lastHeartbeatSentAt?: true
   credentialHash?: true
+  reportedWorkloads?: true
   createdAt?: true
   updatedAt?: true
   deletedAt?: true
@@ -250,6 +252,7 @@ export type HostGroupByOutputType = {
   lastHeartbeatAt: Date | null
   lastHeartbeatSentAt: Date | null
   credentialHash: string | null
+  reportedWorkloads: runtime.JsonValue
   createdAt: Date
   updatedAt: Date
   deletedAt: Date | null
@@ -293,6 +296,7 @@ export type HostWhereInput = {
   lastHeartbeatAt?: Prisma.DateTimeNullableFilter<"Host"> | Date | string | null
   lastHeartbeatSentAt?: Prisma.DateTimeNullableFilter<"Host"> | Date | string | null
   credentialHash?: Prisma.StringNullableFilter<"Host"> | string | null
+  reportedWorkloads?: Prisma.JsonFilter<"Host">
   createdAt?: Prisma.DateTimeFilter<"Host"> | Date | string
   updatedAt?: Prisma.DateTimeFilter<"Host"> | Date | string
   deletedAt?: Prisma.DateTimeNullableFilter<"Host"> | Date | string | null
@@ -316,6 +320,7 @@ export type HostOrderByWithRelationInput = {
   lastHeartbeatAt?: Prisma.SortOrderInput | Prisma.SortOrder
   lastHeartbeatSentAt?: Prisma.SortOrderInput | Prisma.SortOrder
   credentialHash?: Prisma.SortOrderInput | Prisma.SortOrder
+  reportedWorkloads?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
   deletedAt?: Prisma.SortOrderInput | Prisma.SortOrder
@@ -342,6 +347,7 @@ export type HostWhereUniqueInput = Prisma.AtLeast<{
   lastHeartbeatAt?: Prisma.DateTimeNullableFilter<"Host"> | Date | string | null
   lastHeartbeatSentAt?: Prisma.DateTimeNullableFilter<"Host"> | Date | string | null
   credentialHash?: Prisma.StringNullableFilter<"Host"> | string | null
+  reportedWorkloads?: Prisma.JsonFilter<"Host">
   createdAt?: Prisma.DateTimeFilter<"Host"> | Date | string
   updatedAt?: Prisma.DateTimeFilter<"Host"> | Date | string
   deletedAt?: Prisma.DateTimeNullableFilter<"Host"> | Date | string | null
@@ -365,6 +371,7 @@ export type HostOrderByWithAggregationInput = {
   lastHeartbeatAt?: Prisma.SortOrderInput | Prisma.SortOrder
   lastHeartbeatSentAt?: Prisma.SortOrderInput | Prisma.SortOrder
   credentialHash?: Prisma.SortOrderInput | Prisma.SortOrder
+  reportedWorkloads?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
   deletedAt?: Prisma.SortOrderInput | Prisma.SortOrder
@@ -393,6 +400,7 @@ export type HostScalarWhereWithAggregatesInput = {
   lastHeartbeatAt?: Prisma.DateTimeNullableWithAggregatesFilter<"Host"> | Date | string | null
   lastHeartbeatSentAt?: Prisma.DateTimeNullableWithAggregatesFilter<"Host"> | Date | string | null
   credentialHash?: Prisma.StringNullableWithAggregatesFilter<"Host"> | string | null
+  reportedWorkloads?: Prisma.JsonWithAggregatesFilter<"Host">
   createdAt?: Prisma.DateTimeWithAggregatesFilter<"Host"> | Date | string
   updatedAt?: Prisma.DateTimeWithAggregatesFilter<"Host"> | Date | string
   deletedAt?: Prisma.DateTimeNullableWithAggregatesFilter<"Host"> | Date | string | null
@@ -412,6 +420,7 @@ export type HostCreateInput = {
   lastHeartbeatAt?: Date | string | null
   lastHeartbeatSentAt?: Date | string | null
   credentialHash?: string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   deletedAt?: Date | string | null
@@ -435,6 +444,7 @@ export type HostUncheckedCreateInput = {
   lastHeartbeatAt?: Date | string | null
   lastHeartbeatSentAt?: Date | string | null
   credentialHash?: string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   deletedAt?: Date | string | null
@@ -456,6 +466,7 @@ export type HostUpdateInput = {
   lastHeartbeatAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   lastHeartbeatSentAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   credentialHash?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   deletedAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
@@ -479,6 +490,7 @@ export type HostUncheckedUpdateInput = {
   lastHeartbeatAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   lastHeartbeatSentAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   credentialHash?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   deletedAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
@@ -501,6 +513,7 @@ export type HostCreateManyInput = {
   lastHeartbeatAt?: Date | string | null
   lastHeartbeatSentAt?: Date | string | null
   credentialHash?: string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   deletedAt?: Date | string | null
@@ -520,6 +533,7 @@ export type HostUpdateManyMutationInput = {
   lastHeartbeatAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   lastHeartbeatSentAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   credentialHash?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   deletedAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
@@ -540,6 +554,7 @@ export type HostUncheckedUpdateManyInput = {
   lastHeartbeatAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   lastHeartbeatSentAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   credentialHash?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   deletedAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
@@ -570,6 +585,7 @@ export type HostCountOrderByAggregateInput = {
   lastHeartbeatAt?: Prisma.SortOrder
   lastHeartbeatSentAt?: Prisma.SortOrder
   credentialHash?: Prisma.SortOrder
+  reportedWorkloads?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
   deletedAt?: Prisma.SortOrder
@@ -719,6 +735,7 @@ export type HostCreateWithoutTeamInput = {
   lastHeartbeatAt?: Date | string | null
   lastHeartbeatSentAt?: Date | string | null
   credentialHash?: string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   deletedAt?: Date | string | null
@@ -740,6 +757,7 @@ export type HostUncheckedCreateWithoutTeamInput = {
   lastHeartbeatAt?: Date | string | null
   lastHeartbeatSentAt?: Date | string | null
   credentialHash?: string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   deletedAt?: Date | string | null
@@ -791,6 +809,7 @@ export type HostScalarWhereInput = {
   lastHeartbeatAt?: Prisma.DateTimeNullableFilter<"Host"> | Date | string | null
   lastHeartbeatSentAt?: Prisma.DateTimeNullableFilter<"Host"> | Date | string | null
   credentialHash?: Prisma.StringNullableFilter<"Host"> | string | null
+  reportedWorkloads?: Prisma.JsonFilter<"Host">
   createdAt?: Prisma.DateTimeFilter<"Host"> | Date | string
   updatedAt?: Prisma.DateTimeFilter<"Host"> | Date | string
   deletedAt?: Prisma.DateTimeNullableFilter<"Host"> | Date | string | null
@@ -810,6 +829,7 @@ export type HostCreateWithoutRefreshTokensInput = {
   lastHeartbeatAt?: Date | string | null
   lastHeartbeatSentAt?: Date | string | null
   credentialHash?: string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   deletedAt?: Date | string | null
@@ -832,6 +852,7 @@ export type HostUncheckedCreateWithoutRefreshTokensInput = {
   lastHeartbeatAt?: Date | string | null
   lastHeartbeatSentAt?: Date | string | null
   credentialHash?: string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   deletedAt?: Date | string | null
@@ -868,6 +889,7 @@ export type HostUpdateWithoutRefreshTokensInput = {
   lastHeartbeatAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   lastHeartbeatSentAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   credentialHash?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   deletedAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
@@ -890,6 +912,7 @@ export type HostUncheckedUpdateWithoutRefreshTokensInput = {
   lastHeartbeatAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   lastHeartbeatSentAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   credentialHash?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   deletedAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
@@ -910,6 +933,7 @@ export type HostCreateWithoutWorkloadsInput = {
   lastHeartbeatAt?: Date | string | null
   lastHeartbeatSentAt?: Date | string | null
   credentialHash?: string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   deletedAt?: Date | string | null
@@ -932,6 +956,7 @@ export type HostUncheckedCreateWithoutWorkloadsInput = {
   lastHeartbeatAt?: Date | string | null
   lastHeartbeatSentAt?: Date | string | null
   credentialHash?: string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   deletedAt?: Date | string | null
@@ -968,6 +993,7 @@ export type HostUpdateWithoutWorkloadsInput = {
   lastHeartbeatAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   lastHeartbeatSentAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   credentialHash?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   deletedAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
@@ -990,6 +1016,7 @@ export type HostUncheckedUpdateWithoutWorkloadsInput = {
   lastHeartbeatAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   lastHeartbeatSentAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   credentialHash?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   deletedAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
@@ -1010,6 +1037,7 @@ export type HostCreateManyTeamInput = {
   lastHeartbeatAt?: Date | string | null
   lastHeartbeatSentAt?: Date | string | null
   credentialHash?: string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   deletedAt?: Date | string | null
@@ -1029,6 +1057,7 @@ export type HostUpdateWithoutTeamInput = {
   lastHeartbeatAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   lastHeartbeatSentAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   credentialHash?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   deletedAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
@@ -1050,6 +1079,7 @@ export type HostUncheckedUpdateWithoutTeamInput = {
   lastHeartbeatAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   lastHeartbeatSentAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   credentialHash?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   deletedAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
@@ -1071,6 +1101,7 @@ export type HostUncheckedUpdateManyWithoutTeamInput = {
   lastHeartbeatAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   lastHeartbeatSentAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
   credentialHash?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reportedWorkloads?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   deletedAt?: Prisma.NullableDateTimeFieldUpdateOperationsInput | Date | string | null
@@ -1131,6 +1162,7 @@ export type HostSelect<ExtArgs extends runtime.Types.Extensions.InternalArgs = r
   lastHeartbeatAt?: boolean
   lastHeartbeatSentAt?: boolean
   credentialHash?: boolean
+  reportedWorkloads?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   deletedAt?: boolean
@@ -1155,6 +1187,7 @@ export type HostSelectCreateManyAndReturn<ExtArgs extends runtime.Types.Extensio
   lastHeartbeatAt?: boolean
   lastHeartbeatSentAt?: boolean
   credentialHash?: boolean
+  reportedWorkloads?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   deletedAt?: boolean
@@ -1176,6 +1209,7 @@ export type HostSelectUpdateManyAndReturn<ExtArgs extends runtime.Types.Extensio
   lastHeartbeatAt?: boolean
   lastHeartbeatSentAt?: boolean
   credentialHash?: boolean
+  reportedWorkloads?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   deletedAt?: boolean
@@ -1197,12 +1231,13 @@ export type HostSelectScalar = {
   lastHeartbeatAt?: boolean
   lastHeartbeatSentAt?: boolean
   credentialHash?: boolean
+  reportedWorkloads?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   deletedAt?: boolean
 }
 
-export type HostOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"id" | "name" | "status" | "agentAddress" | "teamId" | "labels" | "capacity" | "usage" | "drivers" | "bootId" | "lastSeq" | "lastHeartbeatAt" | "lastHeartbeatSentAt" | "credentialHash" | "createdAt" | "updatedAt" | "deletedAt", ExtArgs["result"]["host"]>
+export type HostOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"id" | "name" | "status" | "agentAddress" | "teamId" | "labels" | "capacity" | "usage" | "drivers" | "bootId" | "lastSeq" | "lastHeartbeatAt" | "lastHeartbeatSentAt" | "credentialHash" | "reportedWorkloads" | "createdAt" | "updatedAt" | "deletedAt", ExtArgs["result"]["host"]>
 export type HostInclude<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
   team?: boolean | Prisma.Host$teamArgs<ExtArgs>
   workloads?: boolean | Prisma.Host$workloadsArgs<ExtArgs>
@@ -1238,6 +1273,7 @@ export type $HostPayload<ExtArgs extends runtime.Types.Extensions.InternalArgs =
     lastHeartbeatAt: Date | null
     lastHeartbeatSentAt: Date | null
     credentialHash: string | null
+    reportedWorkloads: runtime.JsonValue
     createdAt: Date
     updatedAt: Date
     deletedAt: Date | null
@@ -1681,6 +1717,7 @@ export interface HostFieldRefs {
   readonly lastHeartbeatAt: Prisma.FieldRef<"Host", 'DateTime'>
   readonly lastHeartbeatSentAt: Prisma.FieldRef<"Host", 'DateTime'>
   readonly credentialHash: Prisma.FieldRef<"Host", 'String'>
+  readonly reportedWorkloads: Prisma.FieldRef<"Host", 'Json'>
   readonly createdAt: Prisma.FieldRef<"Host", 'DateTime'>
   readonly updatedAt: Prisma.FieldRef<"Host", 'DateTime'>
   readonly deletedAt: Prisma.FieldRef<"Host", 'DateTime'>

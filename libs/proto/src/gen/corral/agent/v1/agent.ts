@@ -10,9 +10,13 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
+  type handleBidiStreamingCall,
+  type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -192,6 +196,152 @@ export interface StreamLogsRequest {
 /** One chunk of log output. */
 export interface StreamLogsResponse {
   data: Buffer;
+}
+
+export interface TerminalSize {
+  columns: number;
+  rows: number;
+}
+
+export interface ExecStart {
+  workloadId: string;
+  /** The program and its arguments (no shell unless you run one). */
+  command: string[];
+  tty: boolean;
+  /** Extra environment for this command only. */
+  env: { [key: string]: string };
+  /** Absolute, inside the workload; empty means the driver's default. */
+  workingDir: string;
+  /** Initial terminal size with tty. */
+  size: TerminalSize | undefined;
+}
+
+export interface ExecStart_EnvEntry {
+  key: string;
+  value: string;
+}
+
+export interface ExecRequest {
+  kind:
+    | { $case: "start"; value: ExecStart }
+    | { $case: "stdin"; value: Buffer }
+    | //
+    /** Closes the command's stdin. */
+    { $case: "stdinEof"; value: boolean }
+    | { $case: "resize"; value: TerminalSize }
+    | undefined;
+}
+
+export interface ExecStarted {
+}
+
+export interface ExecExit {
+  exitCode: number;
+}
+
+export interface ExecResponse {
+  kind:
+    | //
+    /** First, once the command runs: errors before it come as the call's status. */
+    { $case: "started"; value: ExecStarted }
+    | { $case: "stdout"; value: Buffer }
+    | { $case: "stderr"; value: Buffer }
+    | { $case: "exit"; value: ExecExit }
+    | undefined;
+}
+
+export interface WriteFileHeader {
+  workloadId: string;
+  /** Absolute, inside the workload. */
+  path: string;
+  /** Permission bits of the file; 0 means 0644. */
+  mode: number;
+}
+
+export interface WriteFileRequest {
+  kind: { $case: "header"; value: WriteFileHeader } | { $case: "chunk"; value: Buffer } | //
+  /**
+   * Last: the content is complete. A stream that ends without it is an
+   * aborted upload (a cancelled call looks like a finished one to the
+   * server) and writes nothing.
+   */
+  { $case: "eof"; value: boolean } | undefined;
+}
+
+export interface WriteFileResponse {
+  bytes: number;
+}
+
+export interface ReadFileRequest {
+  workloadId: string;
+  path: string;
+}
+
+export interface ReadFileResponse {
+  chunk: Buffer;
+}
+
+export interface ListDirectoryRequest {
+  workloadId: string;
+  path: string;
+}
+
+export interface FileEntry {
+  name: string;
+  /** "file", "directory", "symlink" or "other". */
+  kind: string;
+  sizeBytes: number;
+  mode: number;
+  modifiedAt: Date | undefined;
+}
+
+export interface ListDirectoryResponse {
+  entries: FileEntry[];
+}
+
+export interface SnapshotWorkloadRequest {
+  workloadId: string;
+  /** Leave the workload paused afterwards (default: as it was). */
+  leavePaused: boolean;
+}
+
+export interface SnapshotProgress {
+  /** The driver's phase, e.g. setup, active, completed. */
+  status: string;
+  transferredBytes: number;
+  totalBytes: number;
+  remainingBytes: number;
+  elapsedMs: number;
+}
+
+export interface SnapshotResult {
+  /** Names the snapshot on its host. */
+  snapshotId: string;
+  bytes: number;
+  durationMs: number;
+}
+
+export interface RestoreWorkloadRequest {
+  /**
+   * The new workload: the machine itself comes from the snapshot, the spec
+   * names it and gives it its routes.
+   */
+  spec:
+    | WorkloadSpec
+    | undefined;
+  /** The workload the snapshot was taken of, and the snapshot's id. */
+  sourceWorkloadId: string;
+  snapshotId: string;
+  /** Leave the restored workload paused. */
+  paused: boolean;
+}
+
+export interface RestoreWorkloadResponse {
+  workload: AgentWorkload | undefined;
+}
+
+export interface SnapshotWorkloadResponse {
+  kind: { $case: "progress"; value: SnapshotProgress } | { $case: "result"; value: SnapshotResult } | undefined;
 }
 
 function createBaseWorkloadSpec(): WorkloadSpec {
@@ -2692,6 +2842,2175 @@ export const StreamLogsResponse: MessageFns<StreamLogsResponse> = {
   },
 };
 
+function createBaseTerminalSize(): TerminalSize {
+  return { columns: 0, rows: 0 };
+}
+
+export const TerminalSize: MessageFns<TerminalSize> = {
+  encode(message: TerminalSize, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.columns !== 0) {
+      writer.uint32(8).uint32(message.columns);
+    }
+    if (message.rows !== 0) {
+      writer.uint32(16).uint32(message.rows);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TerminalSize {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTerminalSize();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.columns = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.rows = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TerminalSize {
+    return {
+      columns: isSet(object.columns) ? globalThis.Number(object.columns) : 0,
+      rows: isSet(object.rows) ? globalThis.Number(object.rows) : 0,
+    };
+  },
+
+  toJSON(message: TerminalSize): unknown {
+    const obj: any = {};
+    if (message.columns !== 0) {
+      obj.columns = Math.round(message.columns);
+    }
+    if (message.rows !== 0) {
+      obj.rows = Math.round(message.rows);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TerminalSize>): TerminalSize {
+    return TerminalSize.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TerminalSize>): TerminalSize {
+    const message = createBaseTerminalSize();
+    message.columns = object.columns ?? 0;
+    message.rows = object.rows ?? 0;
+    return message;
+  },
+};
+
+function createBaseExecStart(): ExecStart {
+  return { workloadId: "", command: [], tty: false, env: {}, workingDir: "", size: undefined };
+}
+
+export const ExecStart: MessageFns<ExecStart> = {
+  encode(message: ExecStart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloadId !== "") {
+      writer.uint32(10).string(message.workloadId);
+    }
+    for (const v of message.command) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.tty !== false) {
+      writer.uint32(24).bool(message.tty);
+    }
+    globalThis.Object.entries(message.env).forEach(([key, value]: [string, string]) => {
+      ExecStart_EnvEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
+    });
+    if (message.workingDir !== "") {
+      writer.uint32(42).string(message.workingDir);
+    }
+    if (message.size !== undefined) {
+      TerminalSize.encode(message.size, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecStart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecStart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workloadId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.command.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.tty = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            const entry4 = ExecStart_EnvEntry.decode(reader, reader.uint32());
+            if (entry4.value !== undefined) {
+              message.env[entry4.key] = entry4.value;
+            }
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.workingDir = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.size = TerminalSize.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecStart {
+    return {
+      workloadId: isSet(object.workloadId)
+        ? globalThis.String(object.workloadId)
+        : isSet(object.workload_id)
+        ? globalThis.String(object.workload_id)
+        : "",
+      command: globalThis.Array.isArray(object?.command) ? object.command.map((e: any) => globalThis.String(e)) : [],
+      tty: isSet(object.tty) ? globalThis.Boolean(object.tty) : false,
+      env: isObject(object.env)
+        ? (globalThis.Object.entries(object.env) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      workingDir: isSet(object.workingDir)
+        ? globalThis.String(object.workingDir)
+        : isSet(object.working_dir)
+        ? globalThis.String(object.working_dir)
+        : "",
+      size: isSet(object.size) ? TerminalSize.fromJSON(object.size) : undefined,
+    };
+  },
+
+  toJSON(message: ExecStart): unknown {
+    const obj: any = {};
+    if (message.workloadId !== "") {
+      obj.workloadId = message.workloadId;
+    }
+    if (message.command?.length) {
+      obj.command = message.command;
+    }
+    if (message.tty !== false) {
+      obj.tty = message.tty;
+    }
+    if (message.env) {
+      const entries = globalThis.Object.entries(message.env) as [string, string][];
+      if (entries.length > 0) {
+        obj.env = {};
+        entries.forEach(([k, v]) => {
+          obj.env[k] = v;
+        });
+      }
+    }
+    if (message.workingDir !== "") {
+      obj.workingDir = message.workingDir;
+    }
+    if (message.size !== undefined) {
+      obj.size = TerminalSize.toJSON(message.size);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExecStart>): ExecStart {
+    return ExecStart.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExecStart>): ExecStart {
+    const message = createBaseExecStart();
+    message.workloadId = object.workloadId ?? "";
+    message.command = object.command?.map((e) => e) || [];
+    message.tty = object.tty ?? false;
+    message.env = (globalThis.Object.entries(object.env ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.workingDir = object.workingDir ?? "";
+    message.size = (object.size !== undefined && object.size !== null)
+      ? TerminalSize.fromPartial(object.size)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseExecStart_EnvEntry(): ExecStart_EnvEntry {
+  return { key: "", value: "" };
+}
+
+export const ExecStart_EnvEntry: MessageFns<ExecStart_EnvEntry> = {
+  encode(message: ExecStart_EnvEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecStart_EnvEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecStart_EnvEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecStart_EnvEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: ExecStart_EnvEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExecStart_EnvEntry>): ExecStart_EnvEntry {
+    return ExecStart_EnvEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExecStart_EnvEntry>): ExecStart_EnvEntry {
+    const message = createBaseExecStart_EnvEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseExecRequest(): ExecRequest {
+  return { kind: undefined };
+}
+
+export const ExecRequest: MessageFns<ExecRequest> = {
+  encode(message: ExecRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "start":
+        ExecStart.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "stdin":
+        writer.uint32(18).bytes(message.kind.value);
+        break;
+      case "stdinEof":
+        writer.uint32(24).bool(message.kind.value);
+        break;
+      case "resize":
+        TerminalSize.encode(message.kind.value, writer.uint32(34).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "start", value: ExecStart.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "stdin", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.kind = { $case: "stdinEof", value: reader.bool() };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = { $case: "resize", value: TerminalSize.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecRequest {
+    return {
+      kind: isSet(object.start)
+        ? { $case: "start", value: ExecStart.fromJSON(object.start) }
+        : isSet(object.stdin)
+        ? { $case: "stdin", value: Buffer.from(bytesFromBase64(object.stdin)) }
+        : isSet(object.stdinEof)
+        ? { $case: "stdinEof", value: globalThis.Boolean(object.stdinEof) }
+        : isSet(object.stdin_eof)
+        ? { $case: "stdinEof", value: globalThis.Boolean(object.stdin_eof) }
+        : isSet(object.resize)
+        ? { $case: "resize", value: TerminalSize.fromJSON(object.resize) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ExecRequest): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "start") {
+      obj.start = ExecStart.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "stdin") {
+      obj.stdin = base64FromBytes(message.kind.value);
+    } else if (message.kind?.$case === "stdinEof") {
+      obj.stdinEof = message.kind.value;
+    } else if (message.kind?.$case === "resize") {
+      obj.resize = TerminalSize.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExecRequest>): ExecRequest {
+    return ExecRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExecRequest>): ExecRequest {
+    const message = createBaseExecRequest();
+    switch (object.kind?.$case) {
+      case "start": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "start", value: ExecStart.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "stdin": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "stdin", value: object.kind.value };
+        }
+        break;
+      }
+      case "stdinEof": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "stdinEof", value: object.kind.value };
+        }
+        break;
+      }
+      case "resize": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "resize", value: TerminalSize.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseExecStarted(): ExecStarted {
+  return {};
+}
+
+export const ExecStarted: MessageFns<ExecStarted> = {
+  encode(_: ExecStarted, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecStarted {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecStarted();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ExecStarted {
+    return {};
+  },
+
+  toJSON(_: ExecStarted): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExecStarted>): ExecStarted {
+    return ExecStarted.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ExecStarted>): ExecStarted {
+    const message = createBaseExecStarted();
+    return message;
+  },
+};
+
+function createBaseExecExit(): ExecExit {
+  return { exitCode: 0 };
+}
+
+export const ExecExit: MessageFns<ExecExit> = {
+  encode(message: ExecExit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.exitCode !== 0) {
+      writer.uint32(8).int32(message.exitCode);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecExit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecExit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.exitCode = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecExit {
+    return {
+      exitCode: isSet(object.exitCode)
+        ? globalThis.Number(object.exitCode)
+        : isSet(object.exit_code)
+        ? globalThis.Number(object.exit_code)
+        : 0,
+    };
+  },
+
+  toJSON(message: ExecExit): unknown {
+    const obj: any = {};
+    if (message.exitCode !== 0) {
+      obj.exitCode = Math.round(message.exitCode);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExecExit>): ExecExit {
+    return ExecExit.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExecExit>): ExecExit {
+    const message = createBaseExecExit();
+    message.exitCode = object.exitCode ?? 0;
+    return message;
+  },
+};
+
+function createBaseExecResponse(): ExecResponse {
+  return { kind: undefined };
+}
+
+export const ExecResponse: MessageFns<ExecResponse> = {
+  encode(message: ExecResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "started":
+        ExecStarted.encode(message.kind.value, writer.uint32(34).fork()).join();
+        break;
+      case "stdout":
+        writer.uint32(10).bytes(message.kind.value);
+        break;
+      case "stderr":
+        writer.uint32(18).bytes(message.kind.value);
+        break;
+      case "exit":
+        ExecExit.encode(message.kind.value, writer.uint32(26).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = { $case: "started", value: ExecStarted.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "stdout", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "stderr", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kind = { $case: "exit", value: ExecExit.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecResponse {
+    return {
+      kind: isSet(object.started)
+        ? { $case: "started", value: ExecStarted.fromJSON(object.started) }
+        : isSet(object.stdout)
+        ? { $case: "stdout", value: Buffer.from(bytesFromBase64(object.stdout)) }
+        : isSet(object.stderr)
+        ? { $case: "stderr", value: Buffer.from(bytesFromBase64(object.stderr)) }
+        : isSet(object.exit)
+        ? { $case: "exit", value: ExecExit.fromJSON(object.exit) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ExecResponse): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "started") {
+      obj.started = ExecStarted.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "stdout") {
+      obj.stdout = base64FromBytes(message.kind.value);
+    } else if (message.kind?.$case === "stderr") {
+      obj.stderr = base64FromBytes(message.kind.value);
+    } else if (message.kind?.$case === "exit") {
+      obj.exit = ExecExit.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExecResponse>): ExecResponse {
+    return ExecResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExecResponse>): ExecResponse {
+    const message = createBaseExecResponse();
+    switch (object.kind?.$case) {
+      case "started": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "started", value: ExecStarted.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "stdout": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "stdout", value: object.kind.value };
+        }
+        break;
+      }
+      case "stderr": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "stderr", value: object.kind.value };
+        }
+        break;
+      }
+      case "exit": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "exit", value: ExecExit.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseWriteFileHeader(): WriteFileHeader {
+  return { workloadId: "", path: "", mode: 0 };
+}
+
+export const WriteFileHeader: MessageFns<WriteFileHeader> = {
+  encode(message: WriteFileHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloadId !== "") {
+      writer.uint32(10).string(message.workloadId);
+    }
+    if (message.path !== "") {
+      writer.uint32(18).string(message.path);
+    }
+    if (message.mode !== 0) {
+      writer.uint32(24).uint32(message.mode);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WriteFileHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWriteFileHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workloadId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.mode = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WriteFileHeader {
+    return {
+      workloadId: isSet(object.workloadId)
+        ? globalThis.String(object.workloadId)
+        : isSet(object.workload_id)
+        ? globalThis.String(object.workload_id)
+        : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      mode: isSet(object.mode) ? globalThis.Number(object.mode) : 0,
+    };
+  },
+
+  toJSON(message: WriteFileHeader): unknown {
+    const obj: any = {};
+    if (message.workloadId !== "") {
+      obj.workloadId = message.workloadId;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.mode !== 0) {
+      obj.mode = Math.round(message.mode);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WriteFileHeader>): WriteFileHeader {
+    return WriteFileHeader.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WriteFileHeader>): WriteFileHeader {
+    const message = createBaseWriteFileHeader();
+    message.workloadId = object.workloadId ?? "";
+    message.path = object.path ?? "";
+    message.mode = object.mode ?? 0;
+    return message;
+  },
+};
+
+function createBaseWriteFileRequest(): WriteFileRequest {
+  return { kind: undefined };
+}
+
+export const WriteFileRequest: MessageFns<WriteFileRequest> = {
+  encode(message: WriteFileRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "header":
+        WriteFileHeader.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "chunk":
+        writer.uint32(18).bytes(message.kind.value);
+        break;
+      case "eof":
+        writer.uint32(24).bool(message.kind.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WriteFileRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWriteFileRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "header", value: WriteFileHeader.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "chunk", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.kind = { $case: "eof", value: reader.bool() };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WriteFileRequest {
+    return {
+      kind: isSet(object.header)
+        ? { $case: "header", value: WriteFileHeader.fromJSON(object.header) }
+        : isSet(object.chunk)
+        ? { $case: "chunk", value: Buffer.from(bytesFromBase64(object.chunk)) }
+        : isSet(object.eof)
+        ? { $case: "eof", value: globalThis.Boolean(object.eof) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: WriteFileRequest): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "header") {
+      obj.header = WriteFileHeader.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "chunk") {
+      obj.chunk = base64FromBytes(message.kind.value);
+    } else if (message.kind?.$case === "eof") {
+      obj.eof = message.kind.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WriteFileRequest>): WriteFileRequest {
+    return WriteFileRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WriteFileRequest>): WriteFileRequest {
+    const message = createBaseWriteFileRequest();
+    switch (object.kind?.$case) {
+      case "header": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "header", value: WriteFileHeader.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "chunk": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "chunk", value: object.kind.value };
+        }
+        break;
+      }
+      case "eof": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "eof", value: object.kind.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseWriteFileResponse(): WriteFileResponse {
+  return { bytes: 0 };
+}
+
+export const WriteFileResponse: MessageFns<WriteFileResponse> = {
+  encode(message: WriteFileResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.bytes !== 0) {
+      writer.uint32(8).uint64(message.bytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WriteFileResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWriteFileResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WriteFileResponse {
+    return { bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0 };
+  },
+
+  toJSON(message: WriteFileResponse): unknown {
+    const obj: any = {};
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WriteFileResponse>): WriteFileResponse {
+    return WriteFileResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WriteFileResponse>): WriteFileResponse {
+    const message = createBaseWriteFileResponse();
+    message.bytes = object.bytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseReadFileRequest(): ReadFileRequest {
+  return { workloadId: "", path: "" };
+}
+
+export const ReadFileRequest: MessageFns<ReadFileRequest> = {
+  encode(message: ReadFileRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloadId !== "") {
+      writer.uint32(10).string(message.workloadId);
+    }
+    if (message.path !== "") {
+      writer.uint32(18).string(message.path);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadFileRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadFileRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workloadId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadFileRequest {
+    return {
+      workloadId: isSet(object.workloadId)
+        ? globalThis.String(object.workloadId)
+        : isSet(object.workload_id)
+        ? globalThis.String(object.workload_id)
+        : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+    };
+  },
+
+  toJSON(message: ReadFileRequest): unknown {
+    const obj: any = {};
+    if (message.workloadId !== "") {
+      obj.workloadId = message.workloadId;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReadFileRequest>): ReadFileRequest {
+    return ReadFileRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReadFileRequest>): ReadFileRequest {
+    const message = createBaseReadFileRequest();
+    message.workloadId = object.workloadId ?? "";
+    message.path = object.path ?? "";
+    return message;
+  },
+};
+
+function createBaseReadFileResponse(): ReadFileResponse {
+  return { chunk: Buffer.alloc(0) };
+}
+
+export const ReadFileResponse: MessageFns<ReadFileResponse> = {
+  encode(message: ReadFileResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.chunk.length !== 0) {
+      writer.uint32(10).bytes(message.chunk);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadFileResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadFileResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.chunk = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadFileResponse {
+    return { chunk: isSet(object.chunk) ? Buffer.from(bytesFromBase64(object.chunk)) : Buffer.alloc(0) };
+  },
+
+  toJSON(message: ReadFileResponse): unknown {
+    const obj: any = {};
+    if (message.chunk.length !== 0) {
+      obj.chunk = base64FromBytes(message.chunk);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReadFileResponse>): ReadFileResponse {
+    return ReadFileResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReadFileResponse>): ReadFileResponse {
+    const message = createBaseReadFileResponse();
+    message.chunk = object.chunk ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseListDirectoryRequest(): ListDirectoryRequest {
+  return { workloadId: "", path: "" };
+}
+
+export const ListDirectoryRequest: MessageFns<ListDirectoryRequest> = {
+  encode(message: ListDirectoryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloadId !== "") {
+      writer.uint32(10).string(message.workloadId);
+    }
+    if (message.path !== "") {
+      writer.uint32(18).string(message.path);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListDirectoryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListDirectoryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workloadId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListDirectoryRequest {
+    return {
+      workloadId: isSet(object.workloadId)
+        ? globalThis.String(object.workloadId)
+        : isSet(object.workload_id)
+        ? globalThis.String(object.workload_id)
+        : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+    };
+  },
+
+  toJSON(message: ListDirectoryRequest): unknown {
+    const obj: any = {};
+    if (message.workloadId !== "") {
+      obj.workloadId = message.workloadId;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListDirectoryRequest>): ListDirectoryRequest {
+    return ListDirectoryRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListDirectoryRequest>): ListDirectoryRequest {
+    const message = createBaseListDirectoryRequest();
+    message.workloadId = object.workloadId ?? "";
+    message.path = object.path ?? "";
+    return message;
+  },
+};
+
+function createBaseFileEntry(): FileEntry {
+  return { name: "", kind: "", sizeBytes: 0, mode: 0, modifiedAt: undefined };
+}
+
+export const FileEntry: MessageFns<FileEntry> = {
+  encode(message: FileEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.kind !== "") {
+      writer.uint32(18).string(message.kind);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(24).uint64(message.sizeBytes);
+    }
+    if (message.mode !== 0) {
+      writer.uint32(32).uint32(message.mode);
+    }
+    if (message.modifiedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.modifiedAt), writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FileEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFileEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.mode = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.modifiedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FileEntry {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      mode: isSet(object.mode) ? globalThis.Number(object.mode) : 0,
+      modifiedAt: isSet(object.modifiedAt)
+        ? fromJsonTimestamp(object.modifiedAt)
+        : isSet(object.modified_at)
+        ? fromJsonTimestamp(object.modified_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: FileEntry): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.mode !== 0) {
+      obj.mode = Math.round(message.mode);
+    }
+    if (message.modifiedAt !== undefined) {
+      obj.modifiedAt = message.modifiedAt.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FileEntry>): FileEntry {
+    return FileEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FileEntry>): FileEntry {
+    const message = createBaseFileEntry();
+    message.name = object.name ?? "";
+    message.kind = object.kind ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.mode = object.mode ?? 0;
+    message.modifiedAt = object.modifiedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseListDirectoryResponse(): ListDirectoryResponse {
+  return { entries: [] };
+}
+
+export const ListDirectoryResponse: MessageFns<ListDirectoryResponse> = {
+  encode(message: ListDirectoryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.entries) {
+      FileEntry.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListDirectoryResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListDirectoryResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entries.push(FileEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListDirectoryResponse {
+    return {
+      entries: globalThis.Array.isArray(object?.entries) ? object.entries.map((e: any) => FileEntry.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListDirectoryResponse): unknown {
+    const obj: any = {};
+    if (message.entries?.length) {
+      obj.entries = message.entries.map((e) => FileEntry.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListDirectoryResponse>): ListDirectoryResponse {
+    return ListDirectoryResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListDirectoryResponse>): ListDirectoryResponse {
+    const message = createBaseListDirectoryResponse();
+    message.entries = object.entries?.map((e) => FileEntry.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSnapshotWorkloadRequest(): SnapshotWorkloadRequest {
+  return { workloadId: "", leavePaused: false };
+}
+
+export const SnapshotWorkloadRequest: MessageFns<SnapshotWorkloadRequest> = {
+  encode(message: SnapshotWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloadId !== "") {
+      writer.uint32(10).string(message.workloadId);
+    }
+    if (message.leavePaused !== false) {
+      writer.uint32(16).bool(message.leavePaused);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotWorkloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotWorkloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workloadId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.leavePaused = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SnapshotWorkloadRequest {
+    return {
+      workloadId: isSet(object.workloadId)
+        ? globalThis.String(object.workloadId)
+        : isSet(object.workload_id)
+        ? globalThis.String(object.workload_id)
+        : "",
+      leavePaused: isSet(object.leavePaused)
+        ? globalThis.Boolean(object.leavePaused)
+        : isSet(object.leave_paused)
+        ? globalThis.Boolean(object.leave_paused)
+        : false,
+    };
+  },
+
+  toJSON(message: SnapshotWorkloadRequest): unknown {
+    const obj: any = {};
+    if (message.workloadId !== "") {
+      obj.workloadId = message.workloadId;
+    }
+    if (message.leavePaused !== false) {
+      obj.leavePaused = message.leavePaused;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SnapshotWorkloadRequest>): SnapshotWorkloadRequest {
+    return SnapshotWorkloadRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SnapshotWorkloadRequest>): SnapshotWorkloadRequest {
+    const message = createBaseSnapshotWorkloadRequest();
+    message.workloadId = object.workloadId ?? "";
+    message.leavePaused = object.leavePaused ?? false;
+    return message;
+  },
+};
+
+function createBaseSnapshotProgress(): SnapshotProgress {
+  return { status: "", transferredBytes: 0, totalBytes: 0, remainingBytes: 0, elapsedMs: 0 };
+}
+
+export const SnapshotProgress: MessageFns<SnapshotProgress> = {
+  encode(message: SnapshotProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== "") {
+      writer.uint32(10).string(message.status);
+    }
+    if (message.transferredBytes !== 0) {
+      writer.uint32(16).uint64(message.transferredBytes);
+    }
+    if (message.totalBytes !== 0) {
+      writer.uint32(24).uint64(message.totalBytes);
+    }
+    if (message.remainingBytes !== 0) {
+      writer.uint32(32).uint64(message.remainingBytes);
+    }
+    if (message.elapsedMs !== 0) {
+      writer.uint32(40).uint64(message.elapsedMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.transferredBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.totalBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.remainingBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.elapsedMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SnapshotProgress {
+    return {
+      status: isSet(object.status) ? globalThis.String(object.status) : "",
+      transferredBytes: isSet(object.transferredBytes)
+        ? globalThis.Number(object.transferredBytes)
+        : isSet(object.transferred_bytes)
+        ? globalThis.Number(object.transferred_bytes)
+        : 0,
+      totalBytes: isSet(object.totalBytes)
+        ? globalThis.Number(object.totalBytes)
+        : isSet(object.total_bytes)
+        ? globalThis.Number(object.total_bytes)
+        : 0,
+      remainingBytes: isSet(object.remainingBytes)
+        ? globalThis.Number(object.remainingBytes)
+        : isSet(object.remaining_bytes)
+        ? globalThis.Number(object.remaining_bytes)
+        : 0,
+      elapsedMs: isSet(object.elapsedMs)
+        ? globalThis.Number(object.elapsedMs)
+        : isSet(object.elapsed_ms)
+        ? globalThis.Number(object.elapsed_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: SnapshotProgress): unknown {
+    const obj: any = {};
+    if (message.status !== "") {
+      obj.status = message.status;
+    }
+    if (message.transferredBytes !== 0) {
+      obj.transferredBytes = Math.round(message.transferredBytes);
+    }
+    if (message.totalBytes !== 0) {
+      obj.totalBytes = Math.round(message.totalBytes);
+    }
+    if (message.remainingBytes !== 0) {
+      obj.remainingBytes = Math.round(message.remainingBytes);
+    }
+    if (message.elapsedMs !== 0) {
+      obj.elapsedMs = Math.round(message.elapsedMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SnapshotProgress>): SnapshotProgress {
+    return SnapshotProgress.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SnapshotProgress>): SnapshotProgress {
+    const message = createBaseSnapshotProgress();
+    message.status = object.status ?? "";
+    message.transferredBytes = object.transferredBytes ?? 0;
+    message.totalBytes = object.totalBytes ?? 0;
+    message.remainingBytes = object.remainingBytes ?? 0;
+    message.elapsedMs = object.elapsedMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseSnapshotResult(): SnapshotResult {
+  return { snapshotId: "", bytes: 0, durationMs: 0 };
+}
+
+export const SnapshotResult: MessageFns<SnapshotResult> = {
+  encode(message: SnapshotResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.snapshotId !== "") {
+      writer.uint32(10).string(message.snapshotId);
+    }
+    if (message.bytes !== 0) {
+      writer.uint32(16).uint64(message.bytes);
+    }
+    if (message.durationMs !== 0) {
+      writer.uint32(24).uint64(message.durationMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.durationMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SnapshotResult {
+    return {
+      snapshotId: isSet(object.snapshotId)
+        ? globalThis.String(object.snapshotId)
+        : isSet(object.snapshot_id)
+        ? globalThis.String(object.snapshot_id)
+        : "",
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+      durationMs: isSet(object.durationMs)
+        ? globalThis.Number(object.durationMs)
+        : isSet(object.duration_ms)
+        ? globalThis.Number(object.duration_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: SnapshotResult): unknown {
+    const obj: any = {};
+    if (message.snapshotId !== "") {
+      obj.snapshotId = message.snapshotId;
+    }
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    if (message.durationMs !== 0) {
+      obj.durationMs = Math.round(message.durationMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SnapshotResult>): SnapshotResult {
+    return SnapshotResult.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SnapshotResult>): SnapshotResult {
+    const message = createBaseSnapshotResult();
+    message.snapshotId = object.snapshotId ?? "";
+    message.bytes = object.bytes ?? 0;
+    message.durationMs = object.durationMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseRestoreWorkloadRequest(): RestoreWorkloadRequest {
+  return { spec: undefined, sourceWorkloadId: "", snapshotId: "", paused: false };
+}
+
+export const RestoreWorkloadRequest: MessageFns<RestoreWorkloadRequest> = {
+  encode(message: RestoreWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.spec !== undefined) {
+      WorkloadSpec.encode(message.spec, writer.uint32(10).fork()).join();
+    }
+    if (message.sourceWorkloadId !== "") {
+      writer.uint32(18).string(message.sourceWorkloadId);
+    }
+    if (message.snapshotId !== "") {
+      writer.uint32(26).string(message.snapshotId);
+    }
+    if (message.paused !== false) {
+      writer.uint32(32).bool(message.paused);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestoreWorkloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestoreWorkloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.spec = WorkloadSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sourceWorkloadId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.paused = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RestoreWorkloadRequest {
+    return {
+      spec: isSet(object.spec) ? WorkloadSpec.fromJSON(object.spec) : undefined,
+      sourceWorkloadId: isSet(object.sourceWorkloadId)
+        ? globalThis.String(object.sourceWorkloadId)
+        : isSet(object.source_workload_id)
+        ? globalThis.String(object.source_workload_id)
+        : "",
+      snapshotId: isSet(object.snapshotId)
+        ? globalThis.String(object.snapshotId)
+        : isSet(object.snapshot_id)
+        ? globalThis.String(object.snapshot_id)
+        : "",
+      paused: isSet(object.paused) ? globalThis.Boolean(object.paused) : false,
+    };
+  },
+
+  toJSON(message: RestoreWorkloadRequest): unknown {
+    const obj: any = {};
+    if (message.spec !== undefined) {
+      obj.spec = WorkloadSpec.toJSON(message.spec);
+    }
+    if (message.sourceWorkloadId !== "") {
+      obj.sourceWorkloadId = message.sourceWorkloadId;
+    }
+    if (message.snapshotId !== "") {
+      obj.snapshotId = message.snapshotId;
+    }
+    if (message.paused !== false) {
+      obj.paused = message.paused;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RestoreWorkloadRequest>): RestoreWorkloadRequest {
+    return RestoreWorkloadRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RestoreWorkloadRequest>): RestoreWorkloadRequest {
+    const message = createBaseRestoreWorkloadRequest();
+    message.spec = (object.spec !== undefined && object.spec !== null)
+      ? WorkloadSpec.fromPartial(object.spec)
+      : undefined;
+    message.sourceWorkloadId = object.sourceWorkloadId ?? "";
+    message.snapshotId = object.snapshotId ?? "";
+    message.paused = object.paused ?? false;
+    return message;
+  },
+};
+
+function createBaseRestoreWorkloadResponse(): RestoreWorkloadResponse {
+  return { workload: undefined };
+}
+
+export const RestoreWorkloadResponse: MessageFns<RestoreWorkloadResponse> = {
+  encode(message: RestoreWorkloadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workload !== undefined) {
+      AgentWorkload.encode(message.workload, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestoreWorkloadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestoreWorkloadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workload = AgentWorkload.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RestoreWorkloadResponse {
+    return { workload: isSet(object.workload) ? AgentWorkload.fromJSON(object.workload) : undefined };
+  },
+
+  toJSON(message: RestoreWorkloadResponse): unknown {
+    const obj: any = {};
+    if (message.workload !== undefined) {
+      obj.workload = AgentWorkload.toJSON(message.workload);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RestoreWorkloadResponse>): RestoreWorkloadResponse {
+    return RestoreWorkloadResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RestoreWorkloadResponse>): RestoreWorkloadResponse {
+    const message = createBaseRestoreWorkloadResponse();
+    message.workload = (object.workload !== undefined && object.workload !== null)
+      ? AgentWorkload.fromPartial(object.workload)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSnapshotWorkloadResponse(): SnapshotWorkloadResponse {
+  return { kind: undefined };
+}
+
+export const SnapshotWorkloadResponse: MessageFns<SnapshotWorkloadResponse> = {
+  encode(message: SnapshotWorkloadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "progress":
+        SnapshotProgress.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "result":
+        SnapshotResult.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotWorkloadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotWorkloadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "progress", value: SnapshotProgress.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "result", value: SnapshotResult.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SnapshotWorkloadResponse {
+    return {
+      kind: isSet(object.progress)
+        ? { $case: "progress", value: SnapshotProgress.fromJSON(object.progress) }
+        : isSet(object.result)
+        ? { $case: "result", value: SnapshotResult.fromJSON(object.result) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: SnapshotWorkloadResponse): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "progress") {
+      obj.progress = SnapshotProgress.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "result") {
+      obj.result = SnapshotResult.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SnapshotWorkloadResponse>): SnapshotWorkloadResponse {
+    return SnapshotWorkloadResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SnapshotWorkloadResponse>): SnapshotWorkloadResponse {
+    const message = createBaseSnapshotWorkloadResponse();
+    switch (object.kind?.$case) {
+      case "progress": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "progress", value: SnapshotProgress.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "result": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "result", value: SnapshotResult.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
 /** Served by each node agent to the control plane. */
 export type NodeAgentServiceService = typeof NodeAgentServiceService;
 export const NodeAgentServiceService = {
@@ -2798,6 +5117,86 @@ export const NodeAgentServiceService = {
       Buffer.from(ResumeWorkloadResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ResumeWorkloadResponse => ResumeWorkloadResponse.decode(value),
   },
+  /**
+   * Runs a command inside a running workload. The first request is `start`;
+   * then stdin chunks, resizes and one stdin_eof. Responses are stdout and
+   * stderr chunks, then `exit` last. Drivers without streaming exec get their
+   * stdin buffered until EOF (size-limited) and refuse TTYs
+   * (FAILED_PRECONDITION); cancelling the call ends the command.
+   */
+  exec: {
+    path: "/corral.agent.v1.NodeAgentService/Exec" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ExecRequest): Buffer => Buffer.from(ExecRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExecRequest => ExecRequest.decode(value),
+    responseSerialize: (value: ExecResponse): Buffer => Buffer.from(ExecResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExecResponse => ExecResponse.decode(value),
+  },
+  /**
+   * Writes one file atomically: a `header` first, then content chunks. Larger
+   * than the agent's limit: RESOURCE_EXHAUSTED, and the old content stays.
+   */
+  writeFile: {
+    path: "/corral.agent.v1.NodeAgentService/WriteFile" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: WriteFileRequest): Buffer => Buffer.from(WriteFileRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WriteFileRequest => WriteFileRequest.decode(value),
+    responseSerialize: (value: WriteFileResponse): Buffer => Buffer.from(WriteFileResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WriteFileResponse => WriteFileResponse.decode(value),
+  },
+  /** A file's content in chunks. */
+  readFile: {
+    path: "/corral.agent.v1.NodeAgentService/ReadFile" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ReadFileRequest): Buffer => Buffer.from(ReadFileRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReadFileRequest => ReadFileRequest.decode(value),
+    responseSerialize: (value: ReadFileResponse): Buffer => Buffer.from(ReadFileResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReadFileResponse => ReadFileResponse.decode(value),
+  },
+  listDirectory: {
+    path: "/corral.agent.v1.NodeAgentService/ListDirectory" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListDirectoryRequest): Buffer => Buffer.from(ListDirectoryRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListDirectoryRequest => ListDirectoryRequest.decode(value),
+    responseSerialize: (value: ListDirectoryResponse): Buffer =>
+      Buffer.from(ListDirectoryResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListDirectoryResponse => ListDirectoryResponse.decode(value),
+  },
+  /**
+   * A memory snapshot of a running workload: progress messages, then the
+   * result last. FAILED_PRECONDITION when its driver cannot snapshot.
+   */
+  snapshotWorkload: {
+    path: "/corral.agent.v1.NodeAgentService/SnapshotWorkload" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: SnapshotWorkloadRequest): Buffer =>
+      Buffer.from(SnapshotWorkloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SnapshotWorkloadRequest => SnapshotWorkloadRequest.decode(value),
+    responseSerialize: (value: SnapshotWorkloadResponse): Buffer =>
+      Buffer.from(SnapshotWorkloadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SnapshotWorkloadResponse => SnapshotWorkloadResponse.decode(value),
+  },
+  /**
+   * Starts a new workload (spec.workload_id) from a snapshot taken on this
+   * host. Idempotent by workload id, like StartWorkload. NOT_FOUND for an
+   * unknown snapshot; FAILED_PRECONDITION when the driver cannot restore.
+   */
+  restoreWorkload: {
+    path: "/corral.agent.v1.NodeAgentService/RestoreWorkload" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RestoreWorkloadRequest): Buffer =>
+      Buffer.from(RestoreWorkloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RestoreWorkloadRequest => RestoreWorkloadRequest.decode(value),
+    responseSerialize: (value: RestoreWorkloadResponse): Buffer =>
+      Buffer.from(RestoreWorkloadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RestoreWorkloadResponse => RestoreWorkloadResponse.decode(value),
+  },
 } as const;
 
 export interface NodeAgentServiceServer extends UntypedServiceImplementation {
@@ -2824,6 +5223,33 @@ export interface NodeAgentServiceServer extends UntypedServiceImplementation {
    * returns it unchanged.
    */
   resumeWorkload: handleUnaryCall<ResumeWorkloadRequest, ResumeWorkloadResponse>;
+  /**
+   * Runs a command inside a running workload. The first request is `start`;
+   * then stdin chunks, resizes and one stdin_eof. Responses are stdout and
+   * stderr chunks, then `exit` last. Drivers without streaming exec get their
+   * stdin buffered until EOF (size-limited) and refuse TTYs
+   * (FAILED_PRECONDITION); cancelling the call ends the command.
+   */
+  exec: handleBidiStreamingCall<ExecRequest, ExecResponse>;
+  /**
+   * Writes one file atomically: a `header` first, then content chunks. Larger
+   * than the agent's limit: RESOURCE_EXHAUSTED, and the old content stays.
+   */
+  writeFile: handleClientStreamingCall<WriteFileRequest, WriteFileResponse>;
+  /** A file's content in chunks. */
+  readFile: handleServerStreamingCall<ReadFileRequest, ReadFileResponse>;
+  listDirectory: handleUnaryCall<ListDirectoryRequest, ListDirectoryResponse>;
+  /**
+   * A memory snapshot of a running workload: progress messages, then the
+   * result last. FAILED_PRECONDITION when its driver cannot snapshot.
+   */
+  snapshotWorkload: handleServerStreamingCall<SnapshotWorkloadRequest, SnapshotWorkloadResponse>;
+  /**
+   * Starts a new workload (spec.workload_id) from a snapshot taken on this
+   * host. Idempotent by workload id, like StartWorkload. NOT_FOUND for an
+   * unknown snapshot; FAILED_PRECONDITION when the driver cannot restore.
+   */
+  restoreWorkload: handleUnaryCall<RestoreWorkloadRequest, RestoreWorkloadResponse>;
 }
 
 export interface NodeAgentServiceClient extends Client {
@@ -2966,6 +5392,91 @@ export interface NodeAgentServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ResumeWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Runs a command inside a running workload. The first request is `start`;
+   * then stdin chunks, resizes and one stdin_eof. Responses are stdout and
+   * stderr chunks, then `exit` last. Drivers without streaming exec get their
+   * stdin buffered until EOF (size-limited) and refuse TTYs
+   * (FAILED_PRECONDITION); cancelling the call ends the command.
+   */
+  exec(): ClientDuplexStream<ExecRequest, ExecResponse>;
+  exec(options: Partial<CallOptions>): ClientDuplexStream<ExecRequest, ExecResponse>;
+  exec(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<ExecRequest, ExecResponse>;
+  /**
+   * Writes one file atomically: a `header` first, then content chunks. Larger
+   * than the agent's limit: RESOURCE_EXHAUSTED, and the old content stays.
+   */
+  writeFile(
+    callback: (error: ServiceError | null, response: WriteFileResponse) => void,
+  ): ClientWritableStream<WriteFileRequest>;
+  writeFile(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WriteFileResponse) => void,
+  ): ClientWritableStream<WriteFileRequest>;
+  writeFile(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WriteFileResponse) => void,
+  ): ClientWritableStream<WriteFileRequest>;
+  writeFile(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WriteFileResponse) => void,
+  ): ClientWritableStream<WriteFileRequest>;
+  /** A file's content in chunks. */
+  readFile(request: ReadFileRequest, options?: Partial<CallOptions>): ClientReadableStream<ReadFileResponse>;
+  readFile(
+    request: ReadFileRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ReadFileResponse>;
+  listDirectory(
+    request: ListDirectoryRequest,
+    callback: (error: ServiceError | null, response: ListDirectoryResponse) => void,
+  ): ClientUnaryCall;
+  listDirectory(
+    request: ListDirectoryRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListDirectoryResponse) => void,
+  ): ClientUnaryCall;
+  listDirectory(
+    request: ListDirectoryRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListDirectoryResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A memory snapshot of a running workload: progress messages, then the
+   * result last. FAILED_PRECONDITION when its driver cannot snapshot.
+   */
+  snapshotWorkload(
+    request: SnapshotWorkloadRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<SnapshotWorkloadResponse>;
+  snapshotWorkload(
+    request: SnapshotWorkloadRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<SnapshotWorkloadResponse>;
+  /**
+   * Starts a new workload (spec.workload_id) from a snapshot taken on this
+   * host. Idempotent by workload id, like StartWorkload. NOT_FOUND for an
+   * unknown snapshot; FAILED_PRECONDITION when the driver cannot restore.
+   */
+  restoreWorkload(
+    request: RestoreWorkloadRequest,
+    callback: (error: ServiceError | null, response: RestoreWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  restoreWorkload(
+    request: RestoreWorkloadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RestoreWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  restoreWorkload(
+    request: RestoreWorkloadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RestoreWorkloadResponse) => void,
   ): ClientUnaryCall;
 }
 

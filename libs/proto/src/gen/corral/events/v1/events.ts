@@ -9,6 +9,10 @@ import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 import {
   DriverFingerprint,
+  HostStatus,
+  hostStatusFromJSON,
+  hostStatusToJSON,
+  hostStatusToNumber,
   InstanceState,
   instanceStateFromJSON,
   instanceStateToJSON,
@@ -19,6 +23,77 @@ import {
 export const protobufPackage = "corral.events.v1";
 
 export const protobufFileName = "corral/events/v1/events.proto";
+
+/** Why host-registry stopped marking hosts down. */
+export enum FleetAlarmReason {
+  FLEET_ALARM_REASON_UNSPECIFIED = "FLEET_ALARM_REASON_UNSPECIFIED",
+  /**
+   * FLEET_ALARM_REASON_BUS_UNHEALTHY - host-registry lost (or recently lost) its own NATS connection, so
+   * silence may be its own deafness.
+   */
+  FLEET_ALARM_REASON_BUS_UNHEALTHY = "FLEET_ALARM_REASON_BUS_UNHEALTHY",
+  /**
+   * FLEET_ALARM_REASON_DATABASE_UNHEALTHY - host-registry could not read or write Postgres recently, so stored
+   * last-seen times may be stale.
+   */
+  FLEET_ALARM_REASON_DATABASE_UNHEALTHY = "FLEET_ALARM_REASON_DATABASE_UNHEALTHY",
+  /** FLEET_ALARM_REASON_MASS_SILENCE - More than the configured share of the fleet went silent in one check. */
+  FLEET_ALARM_REASON_MASS_SILENCE = "FLEET_ALARM_REASON_MASS_SILENCE",
+  UNRECOGNIZED = "UNRECOGNIZED",
+}
+
+export function fleetAlarmReasonFromJSON(object: any): FleetAlarmReason {
+  switch (object) {
+    case 0:
+    case "FLEET_ALARM_REASON_UNSPECIFIED":
+      return FleetAlarmReason.FLEET_ALARM_REASON_UNSPECIFIED;
+    case 1:
+    case "FLEET_ALARM_REASON_BUS_UNHEALTHY":
+      return FleetAlarmReason.FLEET_ALARM_REASON_BUS_UNHEALTHY;
+    case 2:
+    case "FLEET_ALARM_REASON_DATABASE_UNHEALTHY":
+      return FleetAlarmReason.FLEET_ALARM_REASON_DATABASE_UNHEALTHY;
+    case 3:
+    case "FLEET_ALARM_REASON_MASS_SILENCE":
+      return FleetAlarmReason.FLEET_ALARM_REASON_MASS_SILENCE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return FleetAlarmReason.UNRECOGNIZED;
+  }
+}
+
+export function fleetAlarmReasonToJSON(object: FleetAlarmReason): string {
+  switch (object) {
+    case FleetAlarmReason.FLEET_ALARM_REASON_UNSPECIFIED:
+      return "FLEET_ALARM_REASON_UNSPECIFIED";
+    case FleetAlarmReason.FLEET_ALARM_REASON_BUS_UNHEALTHY:
+      return "FLEET_ALARM_REASON_BUS_UNHEALTHY";
+    case FleetAlarmReason.FLEET_ALARM_REASON_DATABASE_UNHEALTHY:
+      return "FLEET_ALARM_REASON_DATABASE_UNHEALTHY";
+    case FleetAlarmReason.FLEET_ALARM_REASON_MASS_SILENCE:
+      return "FLEET_ALARM_REASON_MASS_SILENCE";
+    case FleetAlarmReason.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+export function fleetAlarmReasonToNumber(object: FleetAlarmReason): number {
+  switch (object) {
+    case FleetAlarmReason.FLEET_ALARM_REASON_UNSPECIFIED:
+      return 0;
+    case FleetAlarmReason.FLEET_ALARM_REASON_BUS_UNHEALTHY:
+      return 1;
+    case FleetAlarmReason.FLEET_ALARM_REASON_DATABASE_UNHEALTHY:
+      return 2;
+    case FleetAlarmReason.FLEET_ALARM_REASON_MASS_SILENCE:
+      return 3;
+    case FleetAlarmReason.UNRECOGNIZED:
+    default:
+      return -1;
+  }
+}
 
 /**
  * Published by a node agent on corral.hosts.<hostId>.heartbeat.
@@ -57,6 +132,55 @@ export interface WorkloadStateChanged {
   exited: boolean;
   exitCode: number;
   reason: string;
+  at: Date | undefined;
+}
+
+/**
+ * Published by host-registry on corral.hosts.<hostId>.events whenever a
+ * host's status changes (the monitor marks it unreachable, its heartbeats
+ * bring it back, an operator drains, undrains or deletes it). Delivery is at
+ * most once and may duplicate or reorder: consumers act on the status named,
+ * never on the difference to what they saw before.
+ */
+export interface HostStatusChanged {
+  hostId: string;
+  status: HostStatus;
+  previousStatus: HostStatus;
+  at:
+    | Date
+    | undefined;
+  /** Why, for people: "missed 3 heartbeats", "heartbeat received", "drained". */
+  reason: string;
+  /** True once the host was deleted: it will never heartbeat back in. */
+  deleted: boolean;
+  /** The monitor's fencing epoch for changes it made; 0 for the others. */
+  epoch: number;
+  /**
+   * The workloads the host reported in the heartbeat that brought it back
+   * (status online after unreachable); empty otherwise.
+   */
+  workloads: WorkloadStatus[];
+  /**
+   * Where the host's agent served gRPC, so consumers can drop their client
+   * for it (set when deleted).
+   */
+  agentAddress: string;
+}
+
+/**
+ * Published by the monitoring host-registry replica on
+ * corral.fleet.<replicaId>.alarm when its brake engages (active) and again
+ * when it releases.
+ */
+export interface FleetAlarm {
+  replicaId: string;
+  active: boolean;
+  reasons: FleetAlarmReason[];
+  detail: string;
+  /** Hosts that would have been marked unreachable in the check that braked. */
+  silentHosts: number;
+  /** Hosts watched (online) in that check. */
+  watchedHosts: number;
   at: Date | undefined;
 }
 
@@ -577,6 +701,420 @@ export const WorkloadStateChanged: MessageFns<WorkloadStateChanged> = {
     message.exited = object.exited ?? false;
     message.exitCode = object.exitCode ?? 0;
     message.reason = object.reason ?? "";
+    message.at = object.at ?? undefined;
+    return message;
+  },
+};
+
+function createBaseHostStatusChanged(): HostStatusChanged {
+  return {
+    hostId: "",
+    status: HostStatus.HOST_STATUS_UNSPECIFIED,
+    previousStatus: HostStatus.HOST_STATUS_UNSPECIFIED,
+    at: undefined,
+    reason: "",
+    deleted: false,
+    epoch: 0,
+    workloads: [],
+    agentAddress: "",
+  };
+}
+
+export const HostStatusChanged: MessageFns<HostStatusChanged> = {
+  encode(message: HostStatusChanged, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.status !== HostStatus.HOST_STATUS_UNSPECIFIED) {
+      writer.uint32(16).int32(hostStatusToNumber(message.status));
+    }
+    if (message.previousStatus !== HostStatus.HOST_STATUS_UNSPECIFIED) {
+      writer.uint32(24).int32(hostStatusToNumber(message.previousStatus));
+    }
+    if (message.at !== undefined) {
+      Timestamp.encode(toTimestamp(message.at), writer.uint32(34).fork()).join();
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    if (message.deleted !== false) {
+      writer.uint32(48).bool(message.deleted);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(56).uint64(message.epoch);
+    }
+    for (const v of message.workloads) {
+      WorkloadStatus.encode(v!, writer.uint32(66).fork()).join();
+    }
+    if (message.agentAddress !== "") {
+      writer.uint32(74).string(message.agentAddress);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostStatusChanged {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostStatusChanged();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.status = hostStatusFromJSON(reader.int32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.previousStatus = hostStatusFromJSON(reader.int32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.at = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.deleted = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.workloads.push(WorkloadStatus.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.agentAddress = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostStatusChanged {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      status: isSet(object.status) ? hostStatusFromJSON(object.status) : HostStatus.HOST_STATUS_UNSPECIFIED,
+      previousStatus: isSet(object.previousStatus)
+        ? hostStatusFromJSON(object.previousStatus)
+        : isSet(object.previous_status)
+        ? hostStatusFromJSON(object.previous_status)
+        : HostStatus.HOST_STATUS_UNSPECIFIED,
+      at: isSet(object.at) ? fromJsonTimestamp(object.at) : undefined,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      deleted: isSet(object.deleted) ? globalThis.Boolean(object.deleted) : false,
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      workloads: globalThis.Array.isArray(object?.workloads)
+        ? object.workloads.map((e: any) => WorkloadStatus.fromJSON(e))
+        : [],
+      agentAddress: isSet(object.agentAddress)
+        ? globalThis.String(object.agentAddress)
+        : isSet(object.agent_address)
+        ? globalThis.String(object.agent_address)
+        : "",
+    };
+  },
+
+  toJSON(message: HostStatusChanged): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.status !== HostStatus.HOST_STATUS_UNSPECIFIED) {
+      obj.status = hostStatusToJSON(message.status);
+    }
+    if (message.previousStatus !== HostStatus.HOST_STATUS_UNSPECIFIED) {
+      obj.previousStatus = hostStatusToJSON(message.previousStatus);
+    }
+    if (message.at !== undefined) {
+      obj.at = message.at.toISOString();
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.deleted !== false) {
+      obj.deleted = message.deleted;
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    if (message.workloads?.length) {
+      obj.workloads = message.workloads.map((e) => WorkloadStatus.toJSON(e));
+    }
+    if (message.agentAddress !== "") {
+      obj.agentAddress = message.agentAddress;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HostStatusChanged>): HostStatusChanged {
+    return HostStatusChanged.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HostStatusChanged>): HostStatusChanged {
+    const message = createBaseHostStatusChanged();
+    message.hostId = object.hostId ?? "";
+    message.status = object.status ?? HostStatus.HOST_STATUS_UNSPECIFIED;
+    message.previousStatus = object.previousStatus ?? HostStatus.HOST_STATUS_UNSPECIFIED;
+    message.at = object.at ?? undefined;
+    message.reason = object.reason ?? "";
+    message.deleted = object.deleted ?? false;
+    message.epoch = object.epoch ?? 0;
+    message.workloads = object.workloads?.map((e) => WorkloadStatus.fromPartial(e)) || [];
+    message.agentAddress = object.agentAddress ?? "";
+    return message;
+  },
+};
+
+function createBaseFleetAlarm(): FleetAlarm {
+  return { replicaId: "", active: false, reasons: [], detail: "", silentHosts: 0, watchedHosts: 0, at: undefined };
+}
+
+export const FleetAlarm: MessageFns<FleetAlarm> = {
+  encode(message: FleetAlarm, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.replicaId !== "") {
+      writer.uint32(10).string(message.replicaId);
+    }
+    if (message.active !== false) {
+      writer.uint32(16).bool(message.active);
+    }
+    if (message.reasons.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.reasons) {
+        writer.int32(fleetAlarmReasonToNumber(v));
+      }
+      writer.join();
+    }
+    if (message.detail !== "") {
+      writer.uint32(34).string(message.detail);
+    }
+    if (message.silentHosts !== 0) {
+      writer.uint32(40).uint32(message.silentHosts);
+    }
+    if (message.watchedHosts !== 0) {
+      writer.uint32(48).uint32(message.watchedHosts);
+    }
+    if (message.at !== undefined) {
+      Timestamp.encode(toTimestamp(message.at), writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FleetAlarm {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFleetAlarm();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.replicaId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.active = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag === 24) {
+              message.reasons.push(fleetAlarmReasonFromJSON(reader.int32()));
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.reasons.push(fleetAlarmReasonFromJSON(reader.int32()));
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.silentHosts = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.watchedHosts = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.at = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FleetAlarm {
+    return {
+      replicaId: isSet(object.replicaId)
+        ? globalThis.String(object.replicaId)
+        : isSet(object.replica_id)
+        ? globalThis.String(object.replica_id)
+        : "",
+      active: isSet(object.active) ? globalThis.Boolean(object.active) : false,
+      reasons: globalThis.Array.isArray(object?.reasons)
+        ? object.reasons.map((e: any) => fleetAlarmReasonFromJSON(e))
+        : [],
+      detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+      silentHosts: isSet(object.silentHosts)
+        ? globalThis.Number(object.silentHosts)
+        : isSet(object.silent_hosts)
+        ? globalThis.Number(object.silent_hosts)
+        : 0,
+      watchedHosts: isSet(object.watchedHosts)
+        ? globalThis.Number(object.watchedHosts)
+        : isSet(object.watched_hosts)
+        ? globalThis.Number(object.watched_hosts)
+        : 0,
+      at: isSet(object.at) ? fromJsonTimestamp(object.at) : undefined,
+    };
+  },
+
+  toJSON(message: FleetAlarm): unknown {
+    const obj: any = {};
+    if (message.replicaId !== "") {
+      obj.replicaId = message.replicaId;
+    }
+    if (message.active !== false) {
+      obj.active = message.active;
+    }
+    if (message.reasons?.length) {
+      obj.reasons = message.reasons.map((e) => fleetAlarmReasonToJSON(e));
+    }
+    if (message.detail !== "") {
+      obj.detail = message.detail;
+    }
+    if (message.silentHosts !== 0) {
+      obj.silentHosts = Math.round(message.silentHosts);
+    }
+    if (message.watchedHosts !== 0) {
+      obj.watchedHosts = Math.round(message.watchedHosts);
+    }
+    if (message.at !== undefined) {
+      obj.at = message.at.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FleetAlarm>): FleetAlarm {
+    return FleetAlarm.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FleetAlarm>): FleetAlarm {
+    const message = createBaseFleetAlarm();
+    message.replicaId = object.replicaId ?? "";
+    message.active = object.active ?? false;
+    message.reasons = object.reasons?.map((e) => e) || [];
+    message.detail = object.detail ?? "";
+    message.silentHosts = object.silentHosts ?? 0;
+    message.watchedHosts = object.watchedHosts ?? 0;
     message.at = object.at ?? undefined;
     return message;
   },

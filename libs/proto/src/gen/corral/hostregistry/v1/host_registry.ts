@@ -27,6 +27,12 @@ import {
   hostStatusToNumber,
   Resources,
 } from "../../common/v1/types";
+import {
+  FleetAlarmReason,
+  fleetAlarmReasonFromJSON,
+  fleetAlarmReasonToJSON,
+  fleetAlarmReasonToNumber,
+} from "../../events/v1/events";
 
 export const protobufPackage = "corral.hostregistry.v1";
 
@@ -220,6 +226,80 @@ export interface GetJwksResponse {
   /** The `iss` and `aud` every host token carries. */
   issuer: string;
   audience: string;
+}
+
+export interface DrainHostRequest {
+  id: string;
+  /** When set, the host must belong to this team. */
+  teamId: string;
+}
+
+export interface DrainHostResponse {
+  host: Host | undefined;
+}
+
+export interface UndrainHostRequest {
+  id: string;
+  teamId: string;
+}
+
+export interface UndrainHostResponse {
+  host: Host | undefined;
+}
+
+export interface DeleteHostRequest {
+  id: string;
+  teamId: string;
+  /** Delete even though the host still reports workloads. */
+  force: boolean;
+}
+
+export interface DeleteHostResponse {
+  id: string;
+  /** The non-terminal workloads the host last reported (what force left behind). */
+  affectedWorkloadIds: string[];
+  /** False when the host had already been deleted. */
+  deletedNow: boolean;
+}
+
+export interface GetFleetHealthRequest {
+}
+
+export interface GetFleetHealthResponse {
+  /** Whether this replica holds the monitor lock. */
+  leader: boolean;
+  /** Current fencing epoch (bumped at every leadership change). */
+  epoch: number;
+  /** The leader's brake, as it last recorded it. */
+  brakeActive: boolean;
+  brakeReasons: FleetAlarmReason[];
+  brakeDetail: string;
+  brakeSince:
+    | Date
+    | undefined;
+  /** When the leader last ran a check. */
+  lastCheckAt:
+    | Date
+    | undefined;
+  /** This replica's own connections. */
+  busConnected: boolean;
+  databaseHealthy: boolean;
+  /** This replica's heartbeat intake since it started. */
+  heartbeatsReceived: number;
+  heartbeatsApplied: number;
+  heartbeatsDropped: number;
+  /** Receive-to-stored latency of recent heartbeats, milliseconds. */
+  heartbeatLatencyP50Ms: number;
+  heartbeatLatencyP99Ms: number;
+  /** Duration of recent batched writes, milliseconds. */
+  flushP99Ms: number;
+  /** Hosts by status (not deleted). */
+  hostsByStatus: { [key: string]: number };
+}
+
+export interface GetFleetHealthResponse_HostsByStatusEntry {
+  key: string;
+  value: number;
 }
 
 function createBaseHost(): Host {
@@ -2870,6 +2950,1106 @@ export const GetJwksResponse: MessageFns<GetJwksResponse> = {
   },
 };
 
+function createBaseDrainHostRequest(): DrainHostRequest {
+  return { id: "", teamId: "" };
+}
+
+export const DrainHostRequest: MessageFns<DrainHostRequest> = {
+  encode(message: DrainHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainHostRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainHostRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DrainHostRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DrainHostRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainHostRequest>): DrainHostRequest {
+    return DrainHostRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainHostRequest>): DrainHostRequest {
+    const message = createBaseDrainHostRequest();
+    message.id = object.id ?? "";
+    message.teamId = object.teamId ?? "";
+    return message;
+  },
+};
+
+function createBaseDrainHostResponse(): DrainHostResponse {
+  return { host: undefined };
+}
+
+export const DrainHostResponse: MessageFns<DrainHostResponse> = {
+  encode(message: DrainHostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== undefined) {
+      Host.encode(message.host, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainHostResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainHostResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = Host.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DrainHostResponse {
+    return { host: isSet(object.host) ? Host.fromJSON(object.host) : undefined };
+  },
+
+  toJSON(message: DrainHostResponse): unknown {
+    const obj: any = {};
+    if (message.host !== undefined) {
+      obj.host = Host.toJSON(message.host);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainHostResponse>): DrainHostResponse {
+    return DrainHostResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainHostResponse>): DrainHostResponse {
+    const message = createBaseDrainHostResponse();
+    message.host = (object.host !== undefined && object.host !== null) ? Host.fromPartial(object.host) : undefined;
+    return message;
+  },
+};
+
+function createBaseUndrainHostRequest(): UndrainHostRequest {
+  return { id: "", teamId: "" };
+}
+
+export const UndrainHostRequest: MessageFns<UndrainHostRequest> = {
+  encode(message: UndrainHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UndrainHostRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUndrainHostRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UndrainHostRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+    };
+  },
+
+  toJSON(message: UndrainHostRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UndrainHostRequest>): UndrainHostRequest {
+    return UndrainHostRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UndrainHostRequest>): UndrainHostRequest {
+    const message = createBaseUndrainHostRequest();
+    message.id = object.id ?? "";
+    message.teamId = object.teamId ?? "";
+    return message;
+  },
+};
+
+function createBaseUndrainHostResponse(): UndrainHostResponse {
+  return { host: undefined };
+}
+
+export const UndrainHostResponse: MessageFns<UndrainHostResponse> = {
+  encode(message: UndrainHostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== undefined) {
+      Host.encode(message.host, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UndrainHostResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUndrainHostResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = Host.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UndrainHostResponse {
+    return { host: isSet(object.host) ? Host.fromJSON(object.host) : undefined };
+  },
+
+  toJSON(message: UndrainHostResponse): unknown {
+    const obj: any = {};
+    if (message.host !== undefined) {
+      obj.host = Host.toJSON(message.host);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UndrainHostResponse>): UndrainHostResponse {
+    return UndrainHostResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UndrainHostResponse>): UndrainHostResponse {
+    const message = createBaseUndrainHostResponse();
+    message.host = (object.host !== undefined && object.host !== null) ? Host.fromPartial(object.host) : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteHostRequest(): DeleteHostRequest {
+  return { id: "", teamId: "", force: false };
+}
+
+export const DeleteHostRequest: MessageFns<DeleteHostRequest> = {
+  encode(message: DeleteHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    if (message.force !== false) {
+      writer.uint32(24).bool(message.force);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteHostRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteHostRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.force = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteHostRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      force: isSet(object.force) ? globalThis.Boolean(object.force) : false,
+    };
+  },
+
+  toJSON(message: DeleteHostRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.force !== false) {
+      obj.force = message.force;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteHostRequest>): DeleteHostRequest {
+    return DeleteHostRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteHostRequest>): DeleteHostRequest {
+    const message = createBaseDeleteHostRequest();
+    message.id = object.id ?? "";
+    message.teamId = object.teamId ?? "";
+    message.force = object.force ?? false;
+    return message;
+  },
+};
+
+function createBaseDeleteHostResponse(): DeleteHostResponse {
+  return { id: "", affectedWorkloadIds: [], deletedNow: false };
+}
+
+export const DeleteHostResponse: MessageFns<DeleteHostResponse> = {
+  encode(message: DeleteHostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    for (const v of message.affectedWorkloadIds) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.deletedNow !== false) {
+      writer.uint32(24).bool(message.deletedNow);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteHostResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteHostResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.affectedWorkloadIds.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.deletedNow = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteHostResponse {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      affectedWorkloadIds: globalThis.Array.isArray(object?.affectedWorkloadIds)
+        ? object.affectedWorkloadIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.affected_workload_ids)
+        ? object.affected_workload_ids.map((e: any) => globalThis.String(e))
+        : [],
+      deletedNow: isSet(object.deletedNow)
+        ? globalThis.Boolean(object.deletedNow)
+        : isSet(object.deleted_now)
+        ? globalThis.Boolean(object.deleted_now)
+        : false,
+    };
+  },
+
+  toJSON(message: DeleteHostResponse): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.affectedWorkloadIds?.length) {
+      obj.affectedWorkloadIds = message.affectedWorkloadIds;
+    }
+    if (message.deletedNow !== false) {
+      obj.deletedNow = message.deletedNow;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteHostResponse>): DeleteHostResponse {
+    return DeleteHostResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteHostResponse>): DeleteHostResponse {
+    const message = createBaseDeleteHostResponse();
+    message.id = object.id ?? "";
+    message.affectedWorkloadIds = object.affectedWorkloadIds?.map((e) => e) || [];
+    message.deletedNow = object.deletedNow ?? false;
+    return message;
+  },
+};
+
+function createBaseGetFleetHealthRequest(): GetFleetHealthRequest {
+  return {};
+}
+
+export const GetFleetHealthRequest: MessageFns<GetFleetHealthRequest> = {
+  encode(_: GetFleetHealthRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetFleetHealthRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetFleetHealthRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetFleetHealthRequest {
+    return {};
+  },
+
+  toJSON(_: GetFleetHealthRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetFleetHealthRequest>): GetFleetHealthRequest {
+    return GetFleetHealthRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<GetFleetHealthRequest>): GetFleetHealthRequest {
+    const message = createBaseGetFleetHealthRequest();
+    return message;
+  },
+};
+
+function createBaseGetFleetHealthResponse(): GetFleetHealthResponse {
+  return {
+    leader: false,
+    epoch: 0,
+    brakeActive: false,
+    brakeReasons: [],
+    brakeDetail: "",
+    brakeSince: undefined,
+    lastCheckAt: undefined,
+    busConnected: false,
+    databaseHealthy: false,
+    heartbeatsReceived: 0,
+    heartbeatsApplied: 0,
+    heartbeatsDropped: 0,
+    heartbeatLatencyP50Ms: 0,
+    heartbeatLatencyP99Ms: 0,
+    flushP99Ms: 0,
+    hostsByStatus: {},
+  };
+}
+
+export const GetFleetHealthResponse: MessageFns<GetFleetHealthResponse> = {
+  encode(message: GetFleetHealthResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.leader !== false) {
+      writer.uint32(8).bool(message.leader);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(16).uint64(message.epoch);
+    }
+    if (message.brakeActive !== false) {
+      writer.uint32(24).bool(message.brakeActive);
+    }
+    if (message.brakeReasons.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.brakeReasons) {
+        writer.int32(fleetAlarmReasonToNumber(v));
+      }
+      writer.join();
+    }
+    if (message.brakeDetail !== "") {
+      writer.uint32(42).string(message.brakeDetail);
+    }
+    if (message.brakeSince !== undefined) {
+      Timestamp.encode(toTimestamp(message.brakeSince), writer.uint32(50).fork()).join();
+    }
+    if (message.lastCheckAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastCheckAt), writer.uint32(58).fork()).join();
+    }
+    if (message.busConnected !== false) {
+      writer.uint32(64).bool(message.busConnected);
+    }
+    if (message.databaseHealthy !== false) {
+      writer.uint32(72).bool(message.databaseHealthy);
+    }
+    if (message.heartbeatsReceived !== 0) {
+      writer.uint32(80).uint64(message.heartbeatsReceived);
+    }
+    if (message.heartbeatsApplied !== 0) {
+      writer.uint32(88).uint64(message.heartbeatsApplied);
+    }
+    if (message.heartbeatsDropped !== 0) {
+      writer.uint32(96).uint64(message.heartbeatsDropped);
+    }
+    if (message.heartbeatLatencyP50Ms !== 0) {
+      writer.uint32(105).double(message.heartbeatLatencyP50Ms);
+    }
+    if (message.heartbeatLatencyP99Ms !== 0) {
+      writer.uint32(113).double(message.heartbeatLatencyP99Ms);
+    }
+    if (message.flushP99Ms !== 0) {
+      writer.uint32(121).double(message.flushP99Ms);
+    }
+    globalThis.Object.entries(message.hostsByStatus).forEach(([key, value]: [string, number]) => {
+      GetFleetHealthResponse_HostsByStatusEntry.encode({ key: key as any, value }, writer.uint32(130).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetFleetHealthResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetFleetHealthResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.leader = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.brakeActive = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag === 32) {
+              message.brakeReasons.push(fleetAlarmReasonFromJSON(reader.int32()));
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.brakeReasons.push(fleetAlarmReasonFromJSON(reader.int32()));
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.brakeDetail = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.brakeSince = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.lastCheckAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.busConnected = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.databaseHealthy = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.heartbeatsReceived = longToNumber(reader.uint64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.heartbeatsApplied = longToNumber(reader.uint64());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.heartbeatsDropped = longToNumber(reader.uint64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 105) {
+              break;
+            }
+
+            message.heartbeatLatencyP50Ms = reader.double();
+            continue;
+          }
+          case 14: {
+            if (tag !== 113) {
+              break;
+            }
+
+            message.heartbeatLatencyP99Ms = reader.double();
+            continue;
+          }
+          case 15: {
+            if (tag !== 121) {
+              break;
+            }
+
+            message.flushP99Ms = reader.double();
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            const entry16 = GetFleetHealthResponse_HostsByStatusEntry.decode(reader, reader.uint32());
+            if (entry16.value !== undefined) {
+              message.hostsByStatus[entry16.key] = entry16.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetFleetHealthResponse {
+    return {
+      leader: isSet(object.leader) ? globalThis.Boolean(object.leader) : false,
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      brakeActive: isSet(object.brakeActive)
+        ? globalThis.Boolean(object.brakeActive)
+        : isSet(object.brake_active)
+        ? globalThis.Boolean(object.brake_active)
+        : false,
+      brakeReasons: globalThis.Array.isArray(object?.brakeReasons)
+        ? object.brakeReasons.map((e: any) => fleetAlarmReasonFromJSON(e))
+        : globalThis.Array.isArray(object?.brake_reasons)
+        ? object.brake_reasons.map((e: any) => fleetAlarmReasonFromJSON(e))
+        : [],
+      brakeDetail: isSet(object.brakeDetail)
+        ? globalThis.String(object.brakeDetail)
+        : isSet(object.brake_detail)
+        ? globalThis.String(object.brake_detail)
+        : "",
+      brakeSince: isSet(object.brakeSince)
+        ? fromJsonTimestamp(object.brakeSince)
+        : isSet(object.brake_since)
+        ? fromJsonTimestamp(object.brake_since)
+        : undefined,
+      lastCheckAt: isSet(object.lastCheckAt)
+        ? fromJsonTimestamp(object.lastCheckAt)
+        : isSet(object.last_check_at)
+        ? fromJsonTimestamp(object.last_check_at)
+        : undefined,
+      busConnected: isSet(object.busConnected)
+        ? globalThis.Boolean(object.busConnected)
+        : isSet(object.bus_connected)
+        ? globalThis.Boolean(object.bus_connected)
+        : false,
+      databaseHealthy: isSet(object.databaseHealthy)
+        ? globalThis.Boolean(object.databaseHealthy)
+        : isSet(object.database_healthy)
+        ? globalThis.Boolean(object.database_healthy)
+        : false,
+      heartbeatsReceived: isSet(object.heartbeatsReceived)
+        ? globalThis.Number(object.heartbeatsReceived)
+        : isSet(object.heartbeats_received)
+        ? globalThis.Number(object.heartbeats_received)
+        : 0,
+      heartbeatsApplied: isSet(object.heartbeatsApplied)
+        ? globalThis.Number(object.heartbeatsApplied)
+        : isSet(object.heartbeats_applied)
+        ? globalThis.Number(object.heartbeats_applied)
+        : 0,
+      heartbeatsDropped: isSet(object.heartbeatsDropped)
+        ? globalThis.Number(object.heartbeatsDropped)
+        : isSet(object.heartbeats_dropped)
+        ? globalThis.Number(object.heartbeats_dropped)
+        : 0,
+      heartbeatLatencyP50Ms: isSet(object.heartbeatLatencyP50Ms)
+        ? globalThis.Number(object.heartbeatLatencyP50Ms)
+        : isSet(object.heartbeat_latency_p50_ms)
+        ? globalThis.Number(object.heartbeat_latency_p50_ms)
+        : 0,
+      heartbeatLatencyP99Ms: isSet(object.heartbeatLatencyP99Ms)
+        ? globalThis.Number(object.heartbeatLatencyP99Ms)
+        : isSet(object.heartbeat_latency_p99_ms)
+        ? globalThis.Number(object.heartbeat_latency_p99_ms)
+        : 0,
+      flushP99Ms: isSet(object.flushP99Ms)
+        ? globalThis.Number(object.flushP99Ms)
+        : isSet(object.flush_p99_ms)
+        ? globalThis.Number(object.flush_p99_ms)
+        : 0,
+      hostsByStatus: isObject(object.hostsByStatus)
+        ? (globalThis.Object.entries(object.hostsByStatus) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.hosts_by_status)
+        ? (globalThis.Object.entries(object.hosts_by_status) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: GetFleetHealthResponse): unknown {
+    const obj: any = {};
+    if (message.leader !== false) {
+      obj.leader = message.leader;
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    if (message.brakeActive !== false) {
+      obj.brakeActive = message.brakeActive;
+    }
+    if (message.brakeReasons?.length) {
+      obj.brakeReasons = message.brakeReasons.map((e) => fleetAlarmReasonToJSON(e));
+    }
+    if (message.brakeDetail !== "") {
+      obj.brakeDetail = message.brakeDetail;
+    }
+    if (message.brakeSince !== undefined) {
+      obj.brakeSince = message.brakeSince.toISOString();
+    }
+    if (message.lastCheckAt !== undefined) {
+      obj.lastCheckAt = message.lastCheckAt.toISOString();
+    }
+    if (message.busConnected !== false) {
+      obj.busConnected = message.busConnected;
+    }
+    if (message.databaseHealthy !== false) {
+      obj.databaseHealthy = message.databaseHealthy;
+    }
+    if (message.heartbeatsReceived !== 0) {
+      obj.heartbeatsReceived = Math.round(message.heartbeatsReceived);
+    }
+    if (message.heartbeatsApplied !== 0) {
+      obj.heartbeatsApplied = Math.round(message.heartbeatsApplied);
+    }
+    if (message.heartbeatsDropped !== 0) {
+      obj.heartbeatsDropped = Math.round(message.heartbeatsDropped);
+    }
+    if (message.heartbeatLatencyP50Ms !== 0) {
+      obj.heartbeatLatencyP50Ms = floatToJson(message.heartbeatLatencyP50Ms);
+    }
+    if (message.heartbeatLatencyP99Ms !== 0) {
+      obj.heartbeatLatencyP99Ms = floatToJson(message.heartbeatLatencyP99Ms);
+    }
+    if (message.flushP99Ms !== 0) {
+      obj.flushP99Ms = floatToJson(message.flushP99Ms);
+    }
+    if (message.hostsByStatus) {
+      const entries = globalThis.Object.entries(message.hostsByStatus) as [string, number][];
+      if (entries.length > 0) {
+        obj.hostsByStatus = {};
+        entries.forEach(([k, v]) => {
+          obj.hostsByStatus[k] = Math.round(v);
+        });
+      }
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetFleetHealthResponse>): GetFleetHealthResponse {
+    return GetFleetHealthResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetFleetHealthResponse>): GetFleetHealthResponse {
+    const message = createBaseGetFleetHealthResponse();
+    message.leader = object.leader ?? false;
+    message.epoch = object.epoch ?? 0;
+    message.brakeActive = object.brakeActive ?? false;
+    message.brakeReasons = object.brakeReasons?.map((e) => e) || [];
+    message.brakeDetail = object.brakeDetail ?? "";
+    message.brakeSince = object.brakeSince ?? undefined;
+    message.lastCheckAt = object.lastCheckAt ?? undefined;
+    message.busConnected = object.busConnected ?? false;
+    message.databaseHealthy = object.databaseHealthy ?? false;
+    message.heartbeatsReceived = object.heartbeatsReceived ?? 0;
+    message.heartbeatsApplied = object.heartbeatsApplied ?? 0;
+    message.heartbeatsDropped = object.heartbeatsDropped ?? 0;
+    message.heartbeatLatencyP50Ms = object.heartbeatLatencyP50Ms ?? 0;
+    message.heartbeatLatencyP99Ms = object.heartbeatLatencyP99Ms ?? 0;
+    message.flushP99Ms = object.flushP99Ms ?? 0;
+    message.hostsByStatus = (globalThis.Object.entries(object.hostsByStatus ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseGetFleetHealthResponse_HostsByStatusEntry(): GetFleetHealthResponse_HostsByStatusEntry {
+  return { key: "", value: 0 };
+}
+
+export const GetFleetHealthResponse_HostsByStatusEntry: MessageFns<GetFleetHealthResponse_HostsByStatusEntry> = {
+  encode(message: GetFleetHealthResponse_HostsByStatusEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(16).uint32(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetFleetHealthResponse_HostsByStatusEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetFleetHealthResponse_HostsByStatusEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetFleetHealthResponse_HostsByStatusEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: GetFleetHealthResponse_HostsByStatusEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = Math.round(message.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetFleetHealthResponse_HostsByStatusEntry>): GetFleetHealthResponse_HostsByStatusEntry {
+    return GetFleetHealthResponse_HostsByStatusEntry.fromPartial(base ?? {});
+  },
+  fromPartial(
+    object: DeepPartial<GetFleetHealthResponse_HostsByStatusEntry>,
+  ): GetFleetHealthResponse_HostsByStatusEntry {
+    const message = createBaseGetFleetHealthResponse_HostsByStatusEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
 /** Fleet membership: registration tokens, host identity and inventory. */
 export type HostRegistryServiceService = typeof HostRegistryServiceService;
 export const HostRegistryServiceService = {
@@ -2972,6 +4152,59 @@ export const HostRegistryServiceService = {
     responseSerialize: (value: GetJwksResponse): Buffer => Buffer.from(GetJwksResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetJwksResponse => GetJwksResponse.decode(value),
   },
+  /**
+   * Status draining: no new placements; heartbeats keep it draining.
+   * Idempotent.
+   */
+  drainHost: {
+    path: "/corral.hostregistry.v1.HostRegistryService/DrainHost" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DrainHostRequest): Buffer => Buffer.from(DrainHostRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DrainHostRequest => DrainHostRequest.decode(value),
+    responseSerialize: (value: DrainHostResponse): Buffer => Buffer.from(DrainHostResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DrainHostResponse => DrainHostResponse.decode(value),
+  },
+  /** Back to online from draining. Idempotent. */
+  undrainHost: {
+    path: "/corral.hostregistry.v1.HostRegistryService/UndrainHost" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UndrainHostRequest): Buffer => Buffer.from(UndrainHostRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UndrainHostRequest => UndrainHostRequest.decode(value),
+    responseSerialize: (value: UndrainHostResponse): Buffer => Buffer.from(UndrainHostResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UndrainHostResponse => UndrainHostResponse.decode(value),
+  },
+  /**
+   * Removes a host from the fleet for good: it can no longer heartbeat or
+   * refresh its credentials. FailedPrecondition naming the workloads the
+   * host last reported unless force (the caller destroys them first).
+   * Idempotent: deleting a deleted host succeeds.
+   */
+  deleteHost: {
+    path: "/corral.hostregistry.v1.HostRegistryService/DeleteHost" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteHostRequest): Buffer => Buffer.from(DeleteHostRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteHostRequest => DeleteHostRequest.decode(value),
+    responseSerialize: (value: DeleteHostResponse): Buffer => Buffer.from(DeleteHostResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteHostResponse => DeleteHostResponse.decode(value),
+  },
+  /**
+   * Failure detection as this replica and the monitoring leader see it:
+   * whether the brake is on and why, and heartbeat intake figures.
+   */
+  getFleetHealth: {
+    path: "/corral.hostregistry.v1.HostRegistryService/GetFleetHealth" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetFleetHealthRequest): Buffer =>
+      Buffer.from(GetFleetHealthRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetFleetHealthRequest => GetFleetHealthRequest.decode(value),
+    responseSerialize: (value: GetFleetHealthResponse): Buffer =>
+      Buffer.from(GetFleetHealthResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetFleetHealthResponse => GetFleetHealthResponse.decode(value),
+  },
 } as const;
 
 export interface HostRegistryServiceServer extends UntypedServiceImplementation {
@@ -2997,6 +4230,25 @@ export interface HostRegistryServiceServer extends UntypedServiceImplementation 
    * of signing and keys that stopped signing but whose tokens are still valid.
    */
   getJwks: handleUnaryCall<GetJwksRequest, GetJwksResponse>;
+  /**
+   * Status draining: no new placements; heartbeats keep it draining.
+   * Idempotent.
+   */
+  drainHost: handleUnaryCall<DrainHostRequest, DrainHostResponse>;
+  /** Back to online from draining. Idempotent. */
+  undrainHost: handleUnaryCall<UndrainHostRequest, UndrainHostResponse>;
+  /**
+   * Removes a host from the fleet for good: it can no longer heartbeat or
+   * refresh its credentials. FailedPrecondition naming the workloads the
+   * host last reported unless force (the caller destroys them first).
+   * Idempotent: deleting a deleted host succeeds.
+   */
+  deleteHost: handleUnaryCall<DeleteHostRequest, DeleteHostResponse>;
+  /**
+   * Failure detection as this replica and the monitoring leader see it:
+   * whether the brake is on and why, and heartbeat intake figures.
+   */
+  getFleetHealth: handleUnaryCall<GetFleetHealthRequest, GetFleetHealthResponse>;
 }
 
 export interface HostRegistryServiceClient extends Client {
@@ -3134,6 +4386,81 @@ export interface HostRegistryServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetJwksResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Status draining: no new placements; heartbeats keep it draining.
+   * Idempotent.
+   */
+  drainHost(
+    request: DrainHostRequest,
+    callback: (error: ServiceError | null, response: DrainHostResponse) => void,
+  ): ClientUnaryCall;
+  drainHost(
+    request: DrainHostRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DrainHostResponse) => void,
+  ): ClientUnaryCall;
+  drainHost(
+    request: DrainHostRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DrainHostResponse) => void,
+  ): ClientUnaryCall;
+  /** Back to online from draining. Idempotent. */
+  undrainHost(
+    request: UndrainHostRequest,
+    callback: (error: ServiceError | null, response: UndrainHostResponse) => void,
+  ): ClientUnaryCall;
+  undrainHost(
+    request: UndrainHostRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UndrainHostResponse) => void,
+  ): ClientUnaryCall;
+  undrainHost(
+    request: UndrainHostRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UndrainHostResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Removes a host from the fleet for good: it can no longer heartbeat or
+   * refresh its credentials. FailedPrecondition naming the workloads the
+   * host last reported unless force (the caller destroys them first).
+   * Idempotent: deleting a deleted host succeeds.
+   */
+  deleteHost(
+    request: DeleteHostRequest,
+    callback: (error: ServiceError | null, response: DeleteHostResponse) => void,
+  ): ClientUnaryCall;
+  deleteHost(
+    request: DeleteHostRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteHostResponse) => void,
+  ): ClientUnaryCall;
+  deleteHost(
+    request: DeleteHostRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteHostResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Failure detection as this replica and the monitoring leader see it:
+   * whether the brake is on and why, and heartbeat intake figures.
+   */
+  getFleetHealth(
+    request: GetFleetHealthRequest,
+    callback: (error: ServiceError | null, response: GetFleetHealthResponse) => void,
+  ): ClientUnaryCall;
+  getFleetHealth(
+    request: GetFleetHealthRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetFleetHealthResponse) => void,
+  ): ClientUnaryCall;
+  getFleetHealth(
+    request: GetFleetHealthRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetFleetHealthResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const HostRegistryServiceClient = makeGenericClientConstructor(
@@ -3144,6 +4471,10 @@ export const HostRegistryServiceClient = makeGenericClientConstructor(
   service: typeof HostRegistryServiceService;
   serviceName: string;
 };
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
@@ -3174,6 +4505,17 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
+}
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
 }
 
 function isObject(value: any): boolean {

@@ -10,9 +10,13 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
+  type handleBidiStreamingCall,
+  type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -21,6 +25,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../../google/protobuf/timestamp";
+import { ExecExit, ExecStarted, FileEntry, SnapshotProgress, SnapshotResult, TerminalSize } from "../../agent/v1/agent";
 import {
   InstanceState,
   instanceStateFromJSON,
@@ -178,6 +183,106 @@ export interface StreamWorkloadLogsRequest {
 
 export interface StreamWorkloadLogsResponse {
   data: Buffer;
+}
+
+export interface ExecWorkloadStart {
+  id: string;
+  /** The caller's team; empty for platform (admin) callers. */
+  teamId: string;
+  command: string[];
+  tty: boolean;
+  env: { [key: string]: string };
+  workingDir: string;
+  size: TerminalSize | undefined;
+}
+
+export interface ExecWorkloadStart_EnvEntry {
+  key: string;
+  value: string;
+}
+
+export interface ExecWorkloadRequest {
+  kind:
+    | { $case: "start"; value: ExecWorkloadStart }
+    | { $case: "stdin"; value: Buffer }
+    | { $case: "stdinEof"; value: boolean }
+    | { $case: "resize"; value: TerminalSize }
+    | undefined;
+}
+
+export interface ExecWorkloadResponse {
+  kind:
+    | //
+    /** First, once the command runs: errors before it come as the call's status. */
+    { $case: "started"; value: ExecStarted }
+    | { $case: "stdout"; value: Buffer }
+    | { $case: "stderr"; value: Buffer }
+    | { $case: "exit"; value: ExecExit }
+    | undefined;
+}
+
+export interface WriteWorkloadFileHeader {
+  id: string;
+  teamId: string;
+  path: string;
+  mode: number;
+}
+
+export interface WriteWorkloadFileRequest {
+  kind: { $case: "header"; value: WriteWorkloadFileHeader } | { $case: "chunk"; value: Buffer } | //
+  /**
+   * Last: the content is complete. A stream that ends without it is an
+   * aborted upload (a cancelled call looks like a finished one to the
+   * server) and writes nothing.
+   */
+  { $case: "eof"; value: boolean } | undefined;
+}
+
+export interface WriteWorkloadFileResponse {
+  bytes: number;
+}
+
+export interface ReadWorkloadFileRequest {
+  id: string;
+  teamId: string;
+  path: string;
+}
+
+export interface ReadWorkloadFileResponse {
+  chunk: Buffer;
+}
+
+export interface ListWorkloadDirectoryRequest {
+  id: string;
+  teamId: string;
+  path: string;
+}
+
+export interface ListWorkloadDirectoryResponse {
+  entries: FileEntry[];
+}
+
+export interface SnapshotWorkloadRequest {
+  id: string;
+  teamId: string;
+  leavePaused: boolean;
+}
+
+export interface SnapshotWorkloadResponse {
+  kind: { $case: "progress"; value: SnapshotProgress } | { $case: "result"; value: SnapshotResult } | undefined;
+}
+
+export interface RestoreWorkloadRequest {
+  /** The workload the snapshot was taken of. */
+  id: string;
+  teamId: string;
+  snapshotId: string;
+  /** Name of the new workload; empty means "<source name>-restored". */
+  name: string;
+}
+
+export interface RestoreWorkloadResponse {
+  workload: Workload | undefined;
 }
 
 function createBaseWorkload(): Workload {
@@ -2585,6 +2690,1644 @@ export const StreamWorkloadLogsResponse: MessageFns<StreamWorkloadLogsResponse> 
   },
 };
 
+function createBaseExecWorkloadStart(): ExecWorkloadStart {
+  return { id: "", teamId: "", command: [], tty: false, env: {}, workingDir: "", size: undefined };
+}
+
+export const ExecWorkloadStart: MessageFns<ExecWorkloadStart> = {
+  encode(message: ExecWorkloadStart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    for (const v of message.command) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.tty !== false) {
+      writer.uint32(32).bool(message.tty);
+    }
+    globalThis.Object.entries(message.env).forEach(([key, value]: [string, string]) => {
+      ExecWorkloadStart_EnvEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
+    });
+    if (message.workingDir !== "") {
+      writer.uint32(50).string(message.workingDir);
+    }
+    if (message.size !== undefined) {
+      TerminalSize.encode(message.size, writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecWorkloadStart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecWorkloadStart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.command.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.tty = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            const entry5 = ExecWorkloadStart_EnvEntry.decode(reader, reader.uint32());
+            if (entry5.value !== undefined) {
+              message.env[entry5.key] = entry5.value;
+            }
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.workingDir = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.size = TerminalSize.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecWorkloadStart {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      command: globalThis.Array.isArray(object?.command) ? object.command.map((e: any) => globalThis.String(e)) : [],
+      tty: isSet(object.tty) ? globalThis.Boolean(object.tty) : false,
+      env: isObject(object.env)
+        ? (globalThis.Object.entries(object.env) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      workingDir: isSet(object.workingDir)
+        ? globalThis.String(object.workingDir)
+        : isSet(object.working_dir)
+        ? globalThis.String(object.working_dir)
+        : "",
+      size: isSet(object.size) ? TerminalSize.fromJSON(object.size) : undefined,
+    };
+  },
+
+  toJSON(message: ExecWorkloadStart): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.command?.length) {
+      obj.command = message.command;
+    }
+    if (message.tty !== false) {
+      obj.tty = message.tty;
+    }
+    if (message.env) {
+      const entries = globalThis.Object.entries(message.env) as [string, string][];
+      if (entries.length > 0) {
+        obj.env = {};
+        entries.forEach(([k, v]) => {
+          obj.env[k] = v;
+        });
+      }
+    }
+    if (message.workingDir !== "") {
+      obj.workingDir = message.workingDir;
+    }
+    if (message.size !== undefined) {
+      obj.size = TerminalSize.toJSON(message.size);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExecWorkloadStart>): ExecWorkloadStart {
+    return ExecWorkloadStart.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExecWorkloadStart>): ExecWorkloadStart {
+    const message = createBaseExecWorkloadStart();
+    message.id = object.id ?? "";
+    message.teamId = object.teamId ?? "";
+    message.command = object.command?.map((e) => e) || [];
+    message.tty = object.tty ?? false;
+    message.env = (globalThis.Object.entries(object.env ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.workingDir = object.workingDir ?? "";
+    message.size = (object.size !== undefined && object.size !== null)
+      ? TerminalSize.fromPartial(object.size)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseExecWorkloadStart_EnvEntry(): ExecWorkloadStart_EnvEntry {
+  return { key: "", value: "" };
+}
+
+export const ExecWorkloadStart_EnvEntry: MessageFns<ExecWorkloadStart_EnvEntry> = {
+  encode(message: ExecWorkloadStart_EnvEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecWorkloadStart_EnvEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecWorkloadStart_EnvEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecWorkloadStart_EnvEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: ExecWorkloadStart_EnvEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExecWorkloadStart_EnvEntry>): ExecWorkloadStart_EnvEntry {
+    return ExecWorkloadStart_EnvEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExecWorkloadStart_EnvEntry>): ExecWorkloadStart_EnvEntry {
+    const message = createBaseExecWorkloadStart_EnvEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseExecWorkloadRequest(): ExecWorkloadRequest {
+  return { kind: undefined };
+}
+
+export const ExecWorkloadRequest: MessageFns<ExecWorkloadRequest> = {
+  encode(message: ExecWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "start":
+        ExecWorkloadStart.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "stdin":
+        writer.uint32(18).bytes(message.kind.value);
+        break;
+      case "stdinEof":
+        writer.uint32(24).bool(message.kind.value);
+        break;
+      case "resize":
+        TerminalSize.encode(message.kind.value, writer.uint32(34).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecWorkloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecWorkloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "start", value: ExecWorkloadStart.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "stdin", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.kind = { $case: "stdinEof", value: reader.bool() };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = { $case: "resize", value: TerminalSize.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecWorkloadRequest {
+    return {
+      kind: isSet(object.start)
+        ? { $case: "start", value: ExecWorkloadStart.fromJSON(object.start) }
+        : isSet(object.stdin)
+        ? { $case: "stdin", value: Buffer.from(bytesFromBase64(object.stdin)) }
+        : isSet(object.stdinEof)
+        ? { $case: "stdinEof", value: globalThis.Boolean(object.stdinEof) }
+        : isSet(object.stdin_eof)
+        ? { $case: "stdinEof", value: globalThis.Boolean(object.stdin_eof) }
+        : isSet(object.resize)
+        ? { $case: "resize", value: TerminalSize.fromJSON(object.resize) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ExecWorkloadRequest): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "start") {
+      obj.start = ExecWorkloadStart.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "stdin") {
+      obj.stdin = base64FromBytes(message.kind.value);
+    } else if (message.kind?.$case === "stdinEof") {
+      obj.stdinEof = message.kind.value;
+    } else if (message.kind?.$case === "resize") {
+      obj.resize = TerminalSize.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExecWorkloadRequest>): ExecWorkloadRequest {
+    return ExecWorkloadRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExecWorkloadRequest>): ExecWorkloadRequest {
+    const message = createBaseExecWorkloadRequest();
+    switch (object.kind?.$case) {
+      case "start": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "start", value: ExecWorkloadStart.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "stdin": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "stdin", value: object.kind.value };
+        }
+        break;
+      }
+      case "stdinEof": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "stdinEof", value: object.kind.value };
+        }
+        break;
+      }
+      case "resize": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "resize", value: TerminalSize.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseExecWorkloadResponse(): ExecWorkloadResponse {
+  return { kind: undefined };
+}
+
+export const ExecWorkloadResponse: MessageFns<ExecWorkloadResponse> = {
+  encode(message: ExecWorkloadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "started":
+        ExecStarted.encode(message.kind.value, writer.uint32(34).fork()).join();
+        break;
+      case "stdout":
+        writer.uint32(10).bytes(message.kind.value);
+        break;
+      case "stderr":
+        writer.uint32(18).bytes(message.kind.value);
+        break;
+      case "exit":
+        ExecExit.encode(message.kind.value, writer.uint32(26).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExecWorkloadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExecWorkloadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = { $case: "started", value: ExecStarted.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "stdout", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "stderr", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kind = { $case: "exit", value: ExecExit.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExecWorkloadResponse {
+    return {
+      kind: isSet(object.started)
+        ? { $case: "started", value: ExecStarted.fromJSON(object.started) }
+        : isSet(object.stdout)
+        ? { $case: "stdout", value: Buffer.from(bytesFromBase64(object.stdout)) }
+        : isSet(object.stderr)
+        ? { $case: "stderr", value: Buffer.from(bytesFromBase64(object.stderr)) }
+        : isSet(object.exit)
+        ? { $case: "exit", value: ExecExit.fromJSON(object.exit) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ExecWorkloadResponse): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "started") {
+      obj.started = ExecStarted.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "stdout") {
+      obj.stdout = base64FromBytes(message.kind.value);
+    } else if (message.kind?.$case === "stderr") {
+      obj.stderr = base64FromBytes(message.kind.value);
+    } else if (message.kind?.$case === "exit") {
+      obj.exit = ExecExit.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExecWorkloadResponse>): ExecWorkloadResponse {
+    return ExecWorkloadResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExecWorkloadResponse>): ExecWorkloadResponse {
+    const message = createBaseExecWorkloadResponse();
+    switch (object.kind?.$case) {
+      case "started": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "started", value: ExecStarted.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "stdout": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "stdout", value: object.kind.value };
+        }
+        break;
+      }
+      case "stderr": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "stderr", value: object.kind.value };
+        }
+        break;
+      }
+      case "exit": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "exit", value: ExecExit.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseWriteWorkloadFileHeader(): WriteWorkloadFileHeader {
+  return { id: "", teamId: "", path: "", mode: 0 };
+}
+
+export const WriteWorkloadFileHeader: MessageFns<WriteWorkloadFileHeader> = {
+  encode(message: WriteWorkloadFileHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    if (message.path !== "") {
+      writer.uint32(26).string(message.path);
+    }
+    if (message.mode !== 0) {
+      writer.uint32(32).uint32(message.mode);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WriteWorkloadFileHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWriteWorkloadFileHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.mode = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WriteWorkloadFileHeader {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      mode: isSet(object.mode) ? globalThis.Number(object.mode) : 0,
+    };
+  },
+
+  toJSON(message: WriteWorkloadFileHeader): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.mode !== 0) {
+      obj.mode = Math.round(message.mode);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WriteWorkloadFileHeader>): WriteWorkloadFileHeader {
+    return WriteWorkloadFileHeader.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WriteWorkloadFileHeader>): WriteWorkloadFileHeader {
+    const message = createBaseWriteWorkloadFileHeader();
+    message.id = object.id ?? "";
+    message.teamId = object.teamId ?? "";
+    message.path = object.path ?? "";
+    message.mode = object.mode ?? 0;
+    return message;
+  },
+};
+
+function createBaseWriteWorkloadFileRequest(): WriteWorkloadFileRequest {
+  return { kind: undefined };
+}
+
+export const WriteWorkloadFileRequest: MessageFns<WriteWorkloadFileRequest> = {
+  encode(message: WriteWorkloadFileRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "header":
+        WriteWorkloadFileHeader.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "chunk":
+        writer.uint32(18).bytes(message.kind.value);
+        break;
+      case "eof":
+        writer.uint32(24).bool(message.kind.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WriteWorkloadFileRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWriteWorkloadFileRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "header", value: WriteWorkloadFileHeader.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "chunk", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.kind = { $case: "eof", value: reader.bool() };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WriteWorkloadFileRequest {
+    return {
+      kind: isSet(object.header)
+        ? { $case: "header", value: WriteWorkloadFileHeader.fromJSON(object.header) }
+        : isSet(object.chunk)
+        ? { $case: "chunk", value: Buffer.from(bytesFromBase64(object.chunk)) }
+        : isSet(object.eof)
+        ? { $case: "eof", value: globalThis.Boolean(object.eof) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: WriteWorkloadFileRequest): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "header") {
+      obj.header = WriteWorkloadFileHeader.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "chunk") {
+      obj.chunk = base64FromBytes(message.kind.value);
+    } else if (message.kind?.$case === "eof") {
+      obj.eof = message.kind.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WriteWorkloadFileRequest>): WriteWorkloadFileRequest {
+    return WriteWorkloadFileRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WriteWorkloadFileRequest>): WriteWorkloadFileRequest {
+    const message = createBaseWriteWorkloadFileRequest();
+    switch (object.kind?.$case) {
+      case "header": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "header", value: WriteWorkloadFileHeader.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "chunk": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "chunk", value: object.kind.value };
+        }
+        break;
+      }
+      case "eof": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "eof", value: object.kind.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseWriteWorkloadFileResponse(): WriteWorkloadFileResponse {
+  return { bytes: 0 };
+}
+
+export const WriteWorkloadFileResponse: MessageFns<WriteWorkloadFileResponse> = {
+  encode(message: WriteWorkloadFileResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.bytes !== 0) {
+      writer.uint32(8).uint64(message.bytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WriteWorkloadFileResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWriteWorkloadFileResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WriteWorkloadFileResponse {
+    return { bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0 };
+  },
+
+  toJSON(message: WriteWorkloadFileResponse): unknown {
+    const obj: any = {};
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WriteWorkloadFileResponse>): WriteWorkloadFileResponse {
+    return WriteWorkloadFileResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WriteWorkloadFileResponse>): WriteWorkloadFileResponse {
+    const message = createBaseWriteWorkloadFileResponse();
+    message.bytes = object.bytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseReadWorkloadFileRequest(): ReadWorkloadFileRequest {
+  return { id: "", teamId: "", path: "" };
+}
+
+export const ReadWorkloadFileRequest: MessageFns<ReadWorkloadFileRequest> = {
+  encode(message: ReadWorkloadFileRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    if (message.path !== "") {
+      writer.uint32(26).string(message.path);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadWorkloadFileRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadWorkloadFileRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadWorkloadFileRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+    };
+  },
+
+  toJSON(message: ReadWorkloadFileRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReadWorkloadFileRequest>): ReadWorkloadFileRequest {
+    return ReadWorkloadFileRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReadWorkloadFileRequest>): ReadWorkloadFileRequest {
+    const message = createBaseReadWorkloadFileRequest();
+    message.id = object.id ?? "";
+    message.teamId = object.teamId ?? "";
+    message.path = object.path ?? "";
+    return message;
+  },
+};
+
+function createBaseReadWorkloadFileResponse(): ReadWorkloadFileResponse {
+  return { chunk: Buffer.alloc(0) };
+}
+
+export const ReadWorkloadFileResponse: MessageFns<ReadWorkloadFileResponse> = {
+  encode(message: ReadWorkloadFileResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.chunk.length !== 0) {
+      writer.uint32(10).bytes(message.chunk);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadWorkloadFileResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadWorkloadFileResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.chunk = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadWorkloadFileResponse {
+    return { chunk: isSet(object.chunk) ? Buffer.from(bytesFromBase64(object.chunk)) : Buffer.alloc(0) };
+  },
+
+  toJSON(message: ReadWorkloadFileResponse): unknown {
+    const obj: any = {};
+    if (message.chunk.length !== 0) {
+      obj.chunk = base64FromBytes(message.chunk);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReadWorkloadFileResponse>): ReadWorkloadFileResponse {
+    return ReadWorkloadFileResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReadWorkloadFileResponse>): ReadWorkloadFileResponse {
+    const message = createBaseReadWorkloadFileResponse();
+    message.chunk = object.chunk ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseListWorkloadDirectoryRequest(): ListWorkloadDirectoryRequest {
+  return { id: "", teamId: "", path: "" };
+}
+
+export const ListWorkloadDirectoryRequest: MessageFns<ListWorkloadDirectoryRequest> = {
+  encode(message: ListWorkloadDirectoryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    if (message.path !== "") {
+      writer.uint32(26).string(message.path);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWorkloadDirectoryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWorkloadDirectoryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWorkloadDirectoryRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+    };
+  },
+
+  toJSON(message: ListWorkloadDirectoryRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListWorkloadDirectoryRequest>): ListWorkloadDirectoryRequest {
+    return ListWorkloadDirectoryRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListWorkloadDirectoryRequest>): ListWorkloadDirectoryRequest {
+    const message = createBaseListWorkloadDirectoryRequest();
+    message.id = object.id ?? "";
+    message.teamId = object.teamId ?? "";
+    message.path = object.path ?? "";
+    return message;
+  },
+};
+
+function createBaseListWorkloadDirectoryResponse(): ListWorkloadDirectoryResponse {
+  return { entries: [] };
+}
+
+export const ListWorkloadDirectoryResponse: MessageFns<ListWorkloadDirectoryResponse> = {
+  encode(message: ListWorkloadDirectoryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.entries) {
+      FileEntry.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWorkloadDirectoryResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWorkloadDirectoryResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entries.push(FileEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWorkloadDirectoryResponse {
+    return {
+      entries: globalThis.Array.isArray(object?.entries) ? object.entries.map((e: any) => FileEntry.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListWorkloadDirectoryResponse): unknown {
+    const obj: any = {};
+    if (message.entries?.length) {
+      obj.entries = message.entries.map((e) => FileEntry.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListWorkloadDirectoryResponse>): ListWorkloadDirectoryResponse {
+    return ListWorkloadDirectoryResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListWorkloadDirectoryResponse>): ListWorkloadDirectoryResponse {
+    const message = createBaseListWorkloadDirectoryResponse();
+    message.entries = object.entries?.map((e) => FileEntry.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSnapshotWorkloadRequest(): SnapshotWorkloadRequest {
+  return { id: "", teamId: "", leavePaused: false };
+}
+
+export const SnapshotWorkloadRequest: MessageFns<SnapshotWorkloadRequest> = {
+  encode(message: SnapshotWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    if (message.leavePaused !== false) {
+      writer.uint32(24).bool(message.leavePaused);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotWorkloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotWorkloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.leavePaused = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SnapshotWorkloadRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      leavePaused: isSet(object.leavePaused)
+        ? globalThis.Boolean(object.leavePaused)
+        : isSet(object.leave_paused)
+        ? globalThis.Boolean(object.leave_paused)
+        : false,
+    };
+  },
+
+  toJSON(message: SnapshotWorkloadRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.leavePaused !== false) {
+      obj.leavePaused = message.leavePaused;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SnapshotWorkloadRequest>): SnapshotWorkloadRequest {
+    return SnapshotWorkloadRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SnapshotWorkloadRequest>): SnapshotWorkloadRequest {
+    const message = createBaseSnapshotWorkloadRequest();
+    message.id = object.id ?? "";
+    message.teamId = object.teamId ?? "";
+    message.leavePaused = object.leavePaused ?? false;
+    return message;
+  },
+};
+
+function createBaseSnapshotWorkloadResponse(): SnapshotWorkloadResponse {
+  return { kind: undefined };
+}
+
+export const SnapshotWorkloadResponse: MessageFns<SnapshotWorkloadResponse> = {
+  encode(message: SnapshotWorkloadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "progress":
+        SnapshotProgress.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "result":
+        SnapshotResult.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotWorkloadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotWorkloadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "progress", value: SnapshotProgress.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "result", value: SnapshotResult.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SnapshotWorkloadResponse {
+    return {
+      kind: isSet(object.progress)
+        ? { $case: "progress", value: SnapshotProgress.fromJSON(object.progress) }
+        : isSet(object.result)
+        ? { $case: "result", value: SnapshotResult.fromJSON(object.result) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: SnapshotWorkloadResponse): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "progress") {
+      obj.progress = SnapshotProgress.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "result") {
+      obj.result = SnapshotResult.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SnapshotWorkloadResponse>): SnapshotWorkloadResponse {
+    return SnapshotWorkloadResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SnapshotWorkloadResponse>): SnapshotWorkloadResponse {
+    const message = createBaseSnapshotWorkloadResponse();
+    switch (object.kind?.$case) {
+      case "progress": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "progress", value: SnapshotProgress.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "result": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "result", value: SnapshotResult.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseRestoreWorkloadRequest(): RestoreWorkloadRequest {
+  return { id: "", teamId: "", snapshotId: "", name: "" };
+}
+
+export const RestoreWorkloadRequest: MessageFns<RestoreWorkloadRequest> = {
+  encode(message: RestoreWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    if (message.snapshotId !== "") {
+      writer.uint32(26).string(message.snapshotId);
+    }
+    if (message.name !== "") {
+      writer.uint32(34).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestoreWorkloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestoreWorkloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RestoreWorkloadRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      snapshotId: isSet(object.snapshotId)
+        ? globalThis.String(object.snapshotId)
+        : isSet(object.snapshot_id)
+        ? globalThis.String(object.snapshot_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+    };
+  },
+
+  toJSON(message: RestoreWorkloadRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.snapshotId !== "") {
+      obj.snapshotId = message.snapshotId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RestoreWorkloadRequest>): RestoreWorkloadRequest {
+    return RestoreWorkloadRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RestoreWorkloadRequest>): RestoreWorkloadRequest {
+    const message = createBaseRestoreWorkloadRequest();
+    message.id = object.id ?? "";
+    message.teamId = object.teamId ?? "";
+    message.snapshotId = object.snapshotId ?? "";
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseRestoreWorkloadResponse(): RestoreWorkloadResponse {
+  return { workload: undefined };
+}
+
+export const RestoreWorkloadResponse: MessageFns<RestoreWorkloadResponse> = {
+  encode(message: RestoreWorkloadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workload !== undefined) {
+      Workload.encode(message.workload, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestoreWorkloadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestoreWorkloadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workload = Workload.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RestoreWorkloadResponse {
+    return { workload: isSet(object.workload) ? Workload.fromJSON(object.workload) : undefined };
+  },
+
+  toJSON(message: RestoreWorkloadResponse): unknown {
+    const obj: any = {};
+    if (message.workload !== undefined) {
+      obj.workload = Workload.toJSON(message.workload);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RestoreWorkloadResponse>): RestoreWorkloadResponse {
+    return RestoreWorkloadResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RestoreWorkloadResponse>): RestoreWorkloadResponse {
+    const message = createBaseRestoreWorkloadResponse();
+    message.workload = (object.workload !== undefined && object.workload !== null)
+      ? Workload.fromPartial(object.workload)
+      : undefined;
+    return message;
+  },
+};
+
 /** Places workloads on hosts and drives them through their lifecycle. */
 export type SchedulerServiceService = typeof SchedulerServiceService;
 export const SchedulerServiceService = {
@@ -2678,6 +4421,79 @@ export const SchedulerServiceService = {
       Buffer.from(ResumeWorkloadResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ResumeWorkloadResponse => ResumeWorkloadResponse.decode(value),
   },
+  /**
+   * The agent's Exec, proxied to the workload's host (team-scoped by the
+   * first message). Cancelling the call cancels the agent's.
+   */
+  execWorkload: {
+    path: "/corral.scheduler.v1.SchedulerService/ExecWorkload" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ExecWorkloadRequest): Buffer => Buffer.from(ExecWorkloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExecWorkloadRequest => ExecWorkloadRequest.decode(value),
+    responseSerialize: (value: ExecWorkloadResponse): Buffer =>
+      Buffer.from(ExecWorkloadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExecWorkloadResponse => ExecWorkloadResponse.decode(value),
+  },
+  writeWorkloadFile: {
+    path: "/corral.scheduler.v1.SchedulerService/WriteWorkloadFile" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: WriteWorkloadFileRequest): Buffer =>
+      Buffer.from(WriteWorkloadFileRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WriteWorkloadFileRequest => WriteWorkloadFileRequest.decode(value),
+    responseSerialize: (value: WriteWorkloadFileResponse): Buffer =>
+      Buffer.from(WriteWorkloadFileResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WriteWorkloadFileResponse => WriteWorkloadFileResponse.decode(value),
+  },
+  readWorkloadFile: {
+    path: "/corral.scheduler.v1.SchedulerService/ReadWorkloadFile" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ReadWorkloadFileRequest): Buffer =>
+      Buffer.from(ReadWorkloadFileRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReadWorkloadFileRequest => ReadWorkloadFileRequest.decode(value),
+    responseSerialize: (value: ReadWorkloadFileResponse): Buffer =>
+      Buffer.from(ReadWorkloadFileResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReadWorkloadFileResponse => ReadWorkloadFileResponse.decode(value),
+  },
+  listWorkloadDirectory: {
+    path: "/corral.scheduler.v1.SchedulerService/ListWorkloadDirectory" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListWorkloadDirectoryRequest): Buffer =>
+      Buffer.from(ListWorkloadDirectoryRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListWorkloadDirectoryRequest => ListWorkloadDirectoryRequest.decode(value),
+    responseSerialize: (value: ListWorkloadDirectoryResponse): Buffer =>
+      Buffer.from(ListWorkloadDirectoryResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListWorkloadDirectoryResponse => ListWorkloadDirectoryResponse.decode(value),
+  },
+  snapshotWorkload: {
+    path: "/corral.scheduler.v1.SchedulerService/SnapshotWorkload" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: SnapshotWorkloadRequest): Buffer =>
+      Buffer.from(SnapshotWorkloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SnapshotWorkloadRequest => SnapshotWorkloadRequest.decode(value),
+    responseSerialize: (value: SnapshotWorkloadResponse): Buffer =>
+      Buffer.from(SnapshotWorkloadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SnapshotWorkloadResponse => SnapshotWorkloadResponse.decode(value),
+  },
+  /**
+   * A new workload, on the snapshot's host, started from a snapshot of
+   * workload `id` (same spec, new id).
+   */
+  restoreWorkload: {
+    path: "/corral.scheduler.v1.SchedulerService/RestoreWorkload" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RestoreWorkloadRequest): Buffer =>
+      Buffer.from(RestoreWorkloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RestoreWorkloadRequest => RestoreWorkloadRequest.decode(value),
+    responseSerialize: (value: RestoreWorkloadResponse): Buffer =>
+      Buffer.from(RestoreWorkloadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RestoreWorkloadResponse => RestoreWorkloadResponse.decode(value),
+  },
 } as const;
 
 export interface SchedulerServiceServer extends UntypedServiceImplementation {
@@ -2696,6 +4512,20 @@ export interface SchedulerServiceServer extends UntypedServiceImplementation {
   pauseWorkload: handleUnaryCall<PauseWorkloadRequest, PauseWorkloadResponse>;
   /** Idempotent: resuming a running workload returns it unchanged. */
   resumeWorkload: handleUnaryCall<ResumeWorkloadRequest, ResumeWorkloadResponse>;
+  /**
+   * The agent's Exec, proxied to the workload's host (team-scoped by the
+   * first message). Cancelling the call cancels the agent's.
+   */
+  execWorkload: handleBidiStreamingCall<ExecWorkloadRequest, ExecWorkloadResponse>;
+  writeWorkloadFile: handleClientStreamingCall<WriteWorkloadFileRequest, WriteWorkloadFileResponse>;
+  readWorkloadFile: handleServerStreamingCall<ReadWorkloadFileRequest, ReadWorkloadFileResponse>;
+  listWorkloadDirectory: handleUnaryCall<ListWorkloadDirectoryRequest, ListWorkloadDirectoryResponse>;
+  snapshotWorkload: handleServerStreamingCall<SnapshotWorkloadRequest, SnapshotWorkloadResponse>;
+  /**
+   * A new workload, on the snapshot's host, started from a snapshot of
+   * workload `id` (same spec, new id).
+   */
+  restoreWorkload: handleUnaryCall<RestoreWorkloadRequest, RestoreWorkloadResponse>;
 }
 
 export interface SchedulerServiceClient extends Client {
@@ -2820,6 +4650,84 @@ export interface SchedulerServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ResumeWorkloadResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * The agent's Exec, proxied to the workload's host (team-scoped by the
+   * first message). Cancelling the call cancels the agent's.
+   */
+  execWorkload(): ClientDuplexStream<ExecWorkloadRequest, ExecWorkloadResponse>;
+  execWorkload(options: Partial<CallOptions>): ClientDuplexStream<ExecWorkloadRequest, ExecWorkloadResponse>;
+  execWorkload(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<ExecWorkloadRequest, ExecWorkloadResponse>;
+  writeWorkloadFile(
+    callback: (error: ServiceError | null, response: WriteWorkloadFileResponse) => void,
+  ): ClientWritableStream<WriteWorkloadFileRequest>;
+  writeWorkloadFile(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WriteWorkloadFileResponse) => void,
+  ): ClientWritableStream<WriteWorkloadFileRequest>;
+  writeWorkloadFile(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WriteWorkloadFileResponse) => void,
+  ): ClientWritableStream<WriteWorkloadFileRequest>;
+  writeWorkloadFile(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WriteWorkloadFileResponse) => void,
+  ): ClientWritableStream<WriteWorkloadFileRequest>;
+  readWorkloadFile(
+    request: ReadWorkloadFileRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ReadWorkloadFileResponse>;
+  readWorkloadFile(
+    request: ReadWorkloadFileRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ReadWorkloadFileResponse>;
+  listWorkloadDirectory(
+    request: ListWorkloadDirectoryRequest,
+    callback: (error: ServiceError | null, response: ListWorkloadDirectoryResponse) => void,
+  ): ClientUnaryCall;
+  listWorkloadDirectory(
+    request: ListWorkloadDirectoryRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListWorkloadDirectoryResponse) => void,
+  ): ClientUnaryCall;
+  listWorkloadDirectory(
+    request: ListWorkloadDirectoryRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListWorkloadDirectoryResponse) => void,
+  ): ClientUnaryCall;
+  snapshotWorkload(
+    request: SnapshotWorkloadRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<SnapshotWorkloadResponse>;
+  snapshotWorkload(
+    request: SnapshotWorkloadRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<SnapshotWorkloadResponse>;
+  /**
+   * A new workload, on the snapshot's host, started from a snapshot of
+   * workload `id` (same spec, new id).
+   */
+  restoreWorkload(
+    request: RestoreWorkloadRequest,
+    callback: (error: ServiceError | null, response: RestoreWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  restoreWorkload(
+    request: RestoreWorkloadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RestoreWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  restoreWorkload(
+    request: RestoreWorkloadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RestoreWorkloadResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const SchedulerServiceClient = makeGenericClientConstructor(
@@ -2868,6 +4776,17 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
+}
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
 }
 
 function isObject(value: any): boolean {
