@@ -142,7 +142,7 @@ describe('corral CLI', () => {
               },
               async deleteWorkload(req, ctx) {
                 seen('deleteWorkload', req, ctx);
-                return { workload: workload({ id: req.id, state: InstanceState.INSTANCE_STATE_STOPPING }) };
+                return { workload: workload({ id: req.id, state: req.purge ? InstanceState.INSTANCE_STATE_RETIRED : InstanceState.INSTANCE_STATE_STOPPING }) };
               },
               async getWorkloadLogs(req, ctx) {
                 seen('getWorkloadLogs', req, ctx);
@@ -264,8 +264,18 @@ describe('corral CLI', () => {
     expect(details).toMatch(/Resources:\s+1 vCPU, 256 MB/);
     expect(JSON.parse((await corral(['workloads', 'get', 'w-1', '-o', 'json'])).stdout).ports).toEqual([{ name: 'http', guestPort: 8080, hostPort: 20000, protocol: 'tcp' }]);
     expect(JSON.parse((await corral(['workloads', 'stop', 'w-1', '-o', 'json'])).stdout).state).toBe('stopping');
-    expect((await corral(['workloads', 'rm', 'w-1'])).code).toBe(0);
-    expect(received.at(-1)).toMatchObject({ method: 'deleteWorkload', request: { id: 'w-1' } });
+    expect(received.at(-1)).toMatchObject({ method: 'deleteWorkload', request: { id: 'w-1', purge: false } });
+    // rm tears down: refused while it runs (nothing is deleted), unless --force.
+    const refused = await corral(['workloads', 'rm', 'w-1']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/is running: stop it first, or use --force/);
+    expect(received.at(-1)).toMatchObject({ method: 'getWorkload' });
+    const removed = await corral(['workloads', 'rm', 'w-1', '--force', '-o', 'json']);
+    expect(removed.code).toBe(0);
+    expect(JSON.parse(removed.stdout).state).toBe('retired');
+    expect(received.at(-1)).toMatchObject({ method: 'deleteWorkload', request: { id: 'w-1', purge: true } });
+    expect(JSON.parse((await corral(['workloads', 'stop', 'w-1', '--purge', '-o', 'json'])).stdout).state).toBe('retired');
+    expect(received.at(-1)).toMatchObject({ method: 'deleteWorkload', request: { id: 'w-1', purge: true } });
 
     const logs = await corral(['workloads', 'logs', 'w-1', '--tail', '100']);
     expect(logs.stdout).toBe('hello\nworld\n');

@@ -3,6 +3,7 @@ import { isCorralError } from '@corral/domain';
 import { ERROR_NAME_KEY, isServiceError } from '@corral/grpc';
 import { registerAdmin } from './commands/admin';
 import { registerHosts } from './commands/hosts';
+import { registerTls } from './commands/tls';
 import { registerTokens } from './commands/tokens';
 import { registerWhoAmI } from './commands/whoami';
 import { registerWorkloads } from './commands/workloads';
@@ -38,6 +39,7 @@ function buildProgram(session: Session): Command {
   registerExec(program, session);
   registerCopy(program, session);
   registerAdmin(program, session);
+  registerTls(program, session);
   return program;
 }
 

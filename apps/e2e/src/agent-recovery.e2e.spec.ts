@@ -26,7 +26,7 @@ import {
 // the restarted agent must re-adopt them (not restart them: the same pid,
 // the same container, the same boot nonce) and control them again (pause,
 // resume, stop); stopping them must leave no process running and release
-// their host ports.
+// their host ports; purging them must leave nothing behind on the host.
 
 const repoRoot = resolve(__dirname, '..', '..', '..');
 const databaseUrl = process.env.DATABASE_URL;
@@ -224,5 +224,36 @@ describeE2e('node agent crash and recovery', () => {
     if (vm) expect(pidsWithArgument(vm.json.id)).toEqual([]);
     if (container) expect(await containerOf(container.json.id, 'running')).toBe('');
     await expect(fetchText(procPort, 1000)).rejects.toBeDefined();
+
+    // Purged, nothing of them is left on the host: no container (not even an
+    // exited one), no qemu, no per-workload directory or record in the
+    // agent's state dir, no held port.
+    const agentDir = join(dataDir, 'agent');
+    const ids = started.map((s) => s.id);
+    const leftovers = () => [join(agentDir, 'process'), join(agentDir, 'qemu'), join(agentDir, 'workloads'), join(agentDir, 'snapshots')].flatMap((dir) => entriesOf(dir));
+    if (container) expect(await containerOf(container.json.id)).not.toBe('');
+    expect(leftovers().some((name) => ids.some((id) => name.startsWith(id)))).toBe(true);
+    for (const s of started) {
+      const purged = await api('DELETE', `/v1/workloads/${s.id}?purge=true`);
+      expect(purged.status).toBe(200);
+      expect(purged.json).toMatchObject({ id: s.id, state: 'retired', ports: [] });
+      // Idempotent.
+      expect((await api('DELETE', `/v1/workloads/${s.id}?purge=true`)).json.state).toBe('retired');
+    }
+    if (container) expect(await containerOf(container.json.id)).toBe('');
+    if (vm) expect(pidsWithArgument(vm.json.id)).toEqual([]);
+    expect(leftovers().filter((name) => ids.some((id) => name.startsWith(id)))).toEqual([]);
+    const held = JSON.parse(readFileSync(join(agentDir, 'ports.json'), 'utf8')).workloads as Record<string, unknown>;
+    for (const id of ids) expect(held[id]).toBeUndefined();
+    for (const s of started) expect(await portIsFree(s.hostPort)).toBe(true);
   });
 });
+
+/** Names in `dir`, none when it does not exist. */
+function entriesOf(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}

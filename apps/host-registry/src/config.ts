@@ -1,4 +1,4 @@
-import { ConfigError, int, loadConfig, oneOf, optionalStr, port, str, url, type ConfigOf, type Env } from '@corral/config';
+import { bool, ConfigError, int, loadConfig, oneOf, optionalStr, port, str, url, type ConfigOf, type Env } from '@corral/config';
 
 export const hostRegistryConfigSchema = {
   grpcHost: str('HOST_REGISTRY_GRPC_HOST', { default: '127.0.0.1' }),
@@ -22,6 +22,13 @@ export const hostRegistryConfigSchema = {
   // How long a new key is published (GetJwks) before it signs: longer than
   // any verifier caches the key set.
   hostSigningKeyPublishAheadSeconds: int('HOST_SIGNING_KEY_PUBLISH_AHEAD_SECONDS', { default: 3600, min: 120 }),
+  // The internal CA that signs hosts' mutual-TLS certificates (both or
+  // neither; see `corral tls ca create`). Without it hosts get no certificate
+  // and their agents serve plaintext.
+  caCertFile: optionalStr('CORRAL_CA_CERT_FILE'),
+  caKeyFile: optionalStr('CORRAL_CA_KEY_FILE'),
+  // Lifetime of a host certificate; agents renew it with every JWT refresh.
+  hostCertificateTtlSeconds: int('HOST_CERTIFICATE_TTL_SECONDS', { default: 86_400, min: 300, max: 30 * 86_400 }),
   registrationTokenDefaultTtlSeconds: int('REGISTRATION_TOKEN_DEFAULT_TTL_SECONDS', { default: 3600, min: 60 }),
   heartbeatIntervalMs: int('HEARTBEAT_INTERVAL_MS', { default: 1000, min: 100 }),
   missedHeartbeatsBeforeUnreachable: int('MISSED_HEARTBEATS_BEFORE_UNREACHABLE', { default: 3, min: 1 }),
@@ -31,6 +38,9 @@ export const hostRegistryConfigSchema = {
   // `direct` (one UPDATE per heartbeat) exists only so bench/membership can
   // measure what batching saves; it does not report returning hosts.
   heartbeatWriteMode: oneOf('HEARTBEAT_WRITE_MODE', ['batched', 'direct'] as const, { default: 'batched' }),
+  // Heartbeats without a valid host JWT for the host they speak for are
+  // dropped. `false` only for benchmarks that simulate hosts without tokens.
+  heartbeatRequireHostToken: bool('HEARTBEAT_REQUIRE_HOST_TOKEN', { default: true }),
   // How often the monitoring replica looks for silent hosts (and the others
   // try to take over the monitor lock).
   livenessCheckIntervalMs: int('LIVENESS_CHECK_INTERVAL_MS', { default: 250, min: 10, max: 60_000 }),
@@ -59,6 +69,9 @@ export function loadHostRegistryConfig(env: Env = process.env): HostRegistryConf
   }
   if (config.hostSigningKeyPublishAheadSeconds >= config.hostSigningKeyRotationSeconds) {
     problems.push('HOST_SIGNING_KEY_PUBLISH_AHEAD_SECONDS must be less than HOST_SIGNING_KEY_ROTATION_SECONDS');
+  }
+  if ((config.caCertFile === undefined) !== (config.caKeyFile === undefined)) {
+    problems.push(config.caCertFile === undefined ? 'CORRAL_CA_CERT_FILE is required when CORRAL_CA_KEY_FILE is set' : 'CORRAL_CA_KEY_FILE is required when CORRAL_CA_CERT_FILE is set');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({ ...config, keyEncryptionKey: keyEncryptionKey as string });

@@ -4,14 +4,16 @@ import { applyMigrations, createPrismaClient, openSessionLock } from '@corral/db
 import { connectEventBus, Topics } from '@corral/events';
 import { startGrpcServer } from '@corral/grpc';
 import { createLogger, type Logger } from '@corral/logging';
-import { hostRegistryV1 } from '@corral/proto';
+import { hostRegistryV1, type eventsV1 } from '@corral/proto';
 import type { HostRegistryConfig } from './config';
-import type { CredentialPolicy } from './credentials/host-credentials';
+import { HostCertificateIssuer } from './credentials/host-certificates';
+import { authenticateHost, type CredentialPolicy } from './credentials/host-credentials';
 import { SealedBox } from './credentials/sealed-box';
 import { DEFAULT_ROTATION, HostKeyStore } from './credentials/signing-keys';
 import { hostRegistryService } from './grpc/host-registry-service';
 import { ControlPlaneHealth } from './heartbeats/control-plane-health';
 import { fleetHealth } from './heartbeats/fleet-health';
+import { HeartbeatAuthenticator } from './heartbeats/heartbeat-authenticator';
 import { HeartbeatBatcher } from './heartbeats/heartbeat-batcher';
 import { DirectHeartbeatWriter } from './heartbeats/heartbeat-intake';
 import { LivenessMonitor, MONITOR_LOCK_KEY } from './heartbeats/liveness-monitor';
@@ -25,6 +27,13 @@ export interface RunningHostRegistry {
 }
 
 export async function startHostRegistry(config: HostRegistryConfig, logger: Logger = createLogger({ service: 'host-registry', level: config.logLevel })): Promise<RunningHostRegistry> {
+  // The CA is read once, before anything else starts: a bad file stops the
+  // registry here, naming the variable.
+  const certificates =
+    config.caCertFile && config.caKeyFile
+      ? await HostCertificateIssuer.load({ certificateFile: config.caCertFile, privateKeyFile: config.caKeyFile }, { validForSeconds: config.hostCertificateTtlSeconds })
+      : undefined;
+  if (!certificates) logger.warn('no internal CA (CORRAL_CA_CERT_FILE / CORRAL_CA_KEY_FILE): hosts get no TLS certificate and their agents serve plaintext');
   await applyMigrations(config.databaseUrl, { logger });
   const prisma = createPrismaClient(config.databaseUrl);
   // Signing keys: rotated (and the first one created) before serving, then
@@ -87,7 +96,22 @@ export async function startHostRegistry(config: HostRegistryConfig, logger: Logg
   const direct = config.heartbeatWriteMode === 'direct' ? new DirectHeartbeatWriter(prisma) : undefined;
   if (direct) logger.warn('HEARTBEAT_WRITE_MODE=direct: one UPDATE per heartbeat, for benchmarks only');
   // Replicas share the queue group, so each heartbeat is taken by one of them.
-  const heartbeats = bus.subscribe(Topics.hostHeartbeat, (hb) => (direct ? direct.offer(hb) : batcher.offer(hb)), { queue: 'host-registry' });
+  const intake = (hb: eventsV1.HostHeartbeat) => (direct ? direct.offer(hb) : batcher.offer(hb));
+  const heartbeatAuth = new HeartbeatAuthenticator({ authenticate: (token, now) => authenticateHost(prisma, credentials, token, now), logger });
+  if (!config.heartbeatRequireHostToken) logger.warn('HEARTBEAT_REQUIRE_HOST_TOKEN=false: heartbeats are accepted without a host token (benchmarks only)');
+  const heartbeats = bus.subscribe(
+    Topics.hostHeartbeat,
+    async (hb) => {
+      if (!config.heartbeatRequireHostToken) return intake(hb);
+      // A check that could not run (database down) drops the beat; the next one retries.
+      const accepted = await heartbeatAuth.accept(hb).catch((err: unknown) => {
+        logger.warn('heartbeat dropped: its host token could not be checked', { hostId: hb.hostId, err });
+        return false;
+      });
+      if (accepted) intake(hb);
+    },
+    { queue: 'host-registry' },
+  );
   const monitor = new LivenessMonitor({
     prisma,
     lock: openSessionLock(config.databaseUrl, MONITOR_LOCK_KEY, { applicationName: 'corral-host-registry-monitor' }),
@@ -115,6 +139,7 @@ export async function startHostRegistry(config: HostRegistryConfig, logger: Logg
           logger,
           credentials,
           registrationTokenDefaultTtlSeconds: config.registrationTokenDefaultTtlSeconds,
+          certificates,
           bus,
           fleetHealth: () => fleetHealth({ prisma, health, intake: direct ?? batcher, monitor }),
         }),

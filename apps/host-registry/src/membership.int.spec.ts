@@ -60,7 +60,7 @@ describeWithDatabase('host-registry fleet membership (service level)', () => {
   }
 
   /** Heartbeats like an agent: every INTERVAL_MS, seq + 1, until stopped. */
-  function agent(hostId: string): Agent {
+  function agent({ hostId, hostToken }: { hostId: string; hostToken: string }): Agent {
     let seq = 0;
     let running = true;
     const a: Agent = {
@@ -72,7 +72,7 @@ describeWithDatabase('host-registry fleet membership (service level)', () => {
     const timer = setInterval(() => {
       if (!running || agentsBus.status !== 'connected') return;
       seq += 1;
-      agentsBus.publish(Topics.hostHeartbeat, hostId, heartbeat(hostId, 'boot-1', seq, new Date(), { workloads: a.workloads }));
+      agentsBus.publish(Topics.hostHeartbeat, hostId, { ...heartbeat(hostId, 'boot-1', seq, new Date(), { workloads: a.workloads }), hostToken });
     }, INTERVAL_MS);
     timers.push(timer);
     return a;
@@ -108,8 +108,8 @@ describeWithDatabase('host-registry fleet membership (service level)', () => {
   it('detects a host whose agent stops (event), and brings it back with its workloads reported when it returns', async () => {
     const { client } = await startRegistry('r1');
     const [a, b] = await Promise.all([register(client, 'stop-a'), register(client, 'stop-b')]);
-    const agentA = agent(a.hostId);
-    agent(b.hostId);
+    const agentA = agent(a);
+    agent(b);
     agentA.workloads = [{ workloadId: 'w-a', state: InstanceState.INSTANCE_STATE_RUNNING }];
     await eventually(async () => (await client.getFleetHealth({})).leader, 'r1 leads');
 
@@ -131,7 +131,7 @@ describeWithDatabase('host-registry fleet membership (service level)', () => {
   it('drains (heartbeats keep it draining) and undrains; a team cannot drain a platform host', async () => {
     const { client } = await startRegistry('r2');
     const h = await register(client, 'drain-1');
-    agent(h.hostId);
+    agent(h);
     const drained = await client.drainHost({ id: h.hostId, teamId: '' });
     expect(drained.host?.status).toBe(HostStatus.HOST_STATUS_DRAINING);
     expect((await client.drainHost({ id: h.hostId, teamId: '' })).host?.status).toBe(HostStatus.HOST_STATUS_DRAINING);
@@ -149,7 +149,7 @@ describeWithDatabase('host-registry fleet membership (service level)', () => {
   it('refuses to delete a host with workloads unless forced; a deleted host cannot heartbeat back or refresh', async () => {
     const { client } = await startRegistry('r3');
     const h = await register(client, 'delete-1');
-    const ag = agent(h.hostId);
+    const ag = agent(h);
     ag.workloads = [
       { workloadId: 'w-live', state: InstanceState.INSTANCE_STATE_RUNNING },
       { workloadId: 'w-done', state: InstanceState.INSTANCE_STATE_STOPPED },
@@ -178,7 +178,7 @@ describeWithDatabase('host-registry fleet membership (service level)', () => {
     const first = await startRegistry('fo-1');
     const second = await startRegistry('fo-2');
     const hosts = await Promise.all([1, 2, 3, 4, 5].map((i) => register(first.client, `fo-${i}`)));
-    const agents = hosts.map((h) => agent(h.hostId));
+    const agents = hosts.map((h) => agent(h));
     const leaders = async () => Promise.all([first.client, second.client].map(async (c) => (await c.getFleetHealth({})).leader));
     const who = await eventually(async () => {
       const l = await leaders();
@@ -201,7 +201,7 @@ describeWithDatabase('host-registry fleet membership (service level)', () => {
   it('brakes when more than half of the fleet goes silent at once: alarm, nobody marked', async () => {
     const { client } = await startRegistry('ms');
     const hosts = await Promise.all([1, 2, 3, 4, 5, 6].map((i) => register(client, `ms-${i}`)));
-    const agents = hosts.map((h) => agent(h.hostId));
+    const agents = hosts.map((h) => agent(h));
     await eventually(async () => (await client.getFleetHealth({})).leader, 'leader');
     for (const a of agents.slice(0, 4)) a.stop();
     const health = await eventually(async () => {
@@ -216,11 +216,32 @@ describeWithDatabase('host-registry fleet membership (service level)', () => {
     await eventually(() => alarms.find((a) => a.replicaId === 'ms' && !a.active), 'alarm cleared');
   });
 
+  it('drops heartbeats without a valid host token for the host they speak for', async () => {
+    const { client } = await startRegistry('auth');
+    const [victim, other] = await Promise.all([register(client, 'auth-victim'), register(client, 'auth-other')]);
+    const honest = agent(victim);
+    await eventually(async () => (await status(client, victim.hostId)) === HostStatus.HOST_STATUS_ONLINE, 'victim online');
+    honest.stop();
+    // Forgeries alone: no token, garbage, another host's valid token. None keeps it alive.
+    let seq = 1_000;
+    const forge = setInterval(() => {
+      for (const hostToken of ['', 'not-a-jwt', other.hostToken]) {
+        seq += 1;
+        agentsBus.publish(Topics.hostHeartbeat, victim.hostId, { ...heartbeat(victim.hostId, 'boot-1', seq, new Date(), { workloads: [{ workloadId: 'forged', state: InstanceState.INSTANCE_STATE_RUNNING }] }), hostToken });
+      }
+    }, INTERVAL_MS);
+    timers.push(forge);
+    await eventually(async () => (await status(client, victim.hostId)) === HostStatus.HOST_STATUS_UNREACHABLE, 'victim unreachable despite forged heartbeats');
+    clearInterval(forge);
+    // The forged workload report never landed: deleting needs no force.
+    await expect(client.deleteHost({ id: victim.hostId, teamId: '', force: false })).resolves.toMatchObject({ affectedWorkloadIds: [] });
+  });
+
   // Last: it stops the shared broker.
   it('brakes when its own NATS connection is cut, marks nobody, and resets deadlines after reconnecting', async () => {
     const { client } = await startRegistry('cut');
     const hosts = await Promise.all([1, 2, 3].map((i) => register(client, `cut-${i}`)));
-    const agents = hosts.map((h) => agent(h.hostId));
+    const agents = hosts.map((h) => agent(h));
     await eventually(async () => (await client.getFleetHealth({})).leader, 'leader');
     // Let every host heartbeat once through this registry.
     await eventually(async () => (await db.prisma.host.count({ where: { id: { in: hosts.map((h) => h.hostId) }, lastSeq: { gt: 0 } } })) === 3, 'all heartbeating');

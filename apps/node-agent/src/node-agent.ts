@@ -2,7 +2,15 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { UnavailableError, instanceStateToProto } from '@corral/domain';
 import { connectEventBus, type EventBus } from '@corral/events';
-import { createClient, serviceNameOf, startGrpcServer, type RunningGrpcServer } from '@corral/grpc';
+import {
+  controlPlaneOnly,
+  createClient,
+  mutualTlsServerCredentials,
+  RotatingCertificateProvider,
+  serviceNameOf,
+  startGrpcServer,
+  type RunningGrpcServer,
+} from '@corral/grpc';
 import { createLogger, type Logger } from '@corral/logging';
 import { agentV1, hostRegistryV1 } from '@corral/proto';
 import type { NodeAgentConfig } from './config';
@@ -16,7 +24,8 @@ import { nodeAgentService } from './grpc/node-agent-service';
 import { startHeartbeats, type Heartbeater } from './heartbeat/heartbeater';
 import { measureCapacity, measureUsage } from './host/host-resources';
 import { PortAllocator } from './ports';
-import { assertCanIdentify, ensureIdentity, type HostIdentity, type RegisterHost } from './identity/identity';
+import { assertCanIdentify, ensureIdentity, loadIdentity, type HostIdentity, type RegisterHost } from './identity/identity';
+import { ensureTlsKey, TLS_KEY_FILE, tlsMaterialOf } from './identity/tls-key';
 import { ensurePrivateDir } from './state/atomic-file';
 import { WorkloadSupervisor } from './workloads/workload-supervisor';
 
@@ -44,6 +53,8 @@ export interface RunningNodeAgent {
   supervisor: WorkloadSupervisor;
   /** Keeps the host token fresh; undefined when running as `deps.hostId`. */
   credentials?: CredentialRefresher;
+  /** Whether the gRPC server requires mutual TLS (the host has a certificate from the registry's CA). */
+  mutualTls: boolean;
   /**
    * Stops heartbeats, the gRPC server and the bus. Workloads keep running:
    * the next agent process re-adopts them.
@@ -90,12 +101,23 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
       bus = owned;
     }
 
+    // Mutual TLS: with a stored certificate the server requires it from the
+    // start; a host about to register starts with none (every connection is
+    // dropped until registration brings one); a host registered without one
+    // (the registry has no CA) serves plaintext.
+    const tlsKey = deps.hostId ? undefined : await ensureTlsKey(stateDir);
+    const stored = deps.hostId ? undefined : await loadIdentity(stateDir);
+    let certificates: RotatingCertificateProvider | undefined;
+    if (tlsKey && (!stored || stored.tls)) certificates = new RotatingCertificateProvider(tlsMaterialOf(stored, tlsKey));
+    if (stored && !stored.tls) warnPlaintext(logger, stored.hostId);
+
     // Set once ready; requests before that are answered UNAVAILABLE.
     let supervisor: WorkloadSupervisor | undefined = undefined;
-    const server: RunningGrpcServer = await startGrpcServer({
+    const serve = (port: number, tls: RotatingCertificateProvider | undefined) => startGrpcServer({
       host: config.grpcHost,
-      port: config.grpcPort,
+      port,
       logger,
+      ...(tls ? { credentials: mutualTlsServerCredentials(tls), interceptors: [controlPlaneOnly()] } : {}),
       services: [
         {
           definition: agentV1.NodeAgentServiceService,
@@ -116,6 +138,7 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
         },
       ],
     });
+    let server: RunningGrpcServer = await serve(config.grpcPort, certificates);
     // Not ready until registered and recovered: whoever waits on health
     // (the launcher, a load balancer) must not see SERVING before the
     // identity exists. This runs before any request can be handled.
@@ -133,11 +156,31 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
         agentAddress: advertisedAddress,
         describeHost: async () => ({ capacity: await measureCapacity(stateDir), drivers: await drivers.fingerprints(0) }),
         register: deps.registerHost ?? registryClient(config.hostRegistryAddress),
+        csr: tlsKey?.csrPem,
         logger,
       });
       identity = ensured.identity;
       hostId = identity.hostId;
-      if (ensured.registered) logger.info('registered with the host registry', { hostId });
+      if (ensured.registered) logger.info('registered with the host registry', { hostId, mutualTls: identity.tls !== undefined });
+      if (certificates && !certificates.hasMaterial) {
+        const material = tlsMaterialOf(identity, tlsKey);
+        if (material) {
+          certificates.update(material);
+        } else if (identity.tls) {
+          logger.warn(`the stored TLS certificate is not for ${TLS_KEY_FILE} (was the key file replaced?): connections are refused until the next credential refresh renews it`, {
+            hostId,
+          });
+        } else {
+          // The registry has no CA: serve plaintext on the same port (the
+          // address just registered) rather than drop every connection.
+          warnPlaintext(logger, hostId);
+          const port = server.port;
+          await server.stop();
+          certificates = undefined;
+          server = await serve(port, undefined);
+          setServing(server, false);
+        }
+      }
     }
 
     const ports = new PortAllocator({ stateDir, logger, range: config.portRange });
@@ -159,6 +202,15 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
           const driver = drivers.find(name);
           return driver !== undefined && hasPause(driver);
         },
+        csr: tlsKey?.csrPem,
+        // Persisted by now: new handshakes get the renewed certificate, open
+        // connections keep theirs.
+        onRefreshed: (next) => {
+          const material = tlsMaterialOf(next, tlsKey);
+          if (!material) return;
+          if (certificates) certificates.update(material);
+          else logger.warn('the host registry now issues TLS certificates: restart the agent to serve mutual TLS', { hostId: next.hostId });
+        },
       });
       refresher.start();
       cleanups.push(() => refresher.stop());
@@ -170,6 +222,8 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
       hostId,
       intervalMs: config.heartbeatIntervalMs,
       logger,
+      // Hosts run in tests without an identity (deps.hostId) send none.
+      hostToken: () => credentials?.identity.hostToken ?? identity?.hostToken ?? '',
       collect: async () => ({
         capacity: await measureCapacity(stateDir),
         usage: await measureUsage(stateDir),
@@ -191,6 +245,7 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
       bootId: heartbeats.bootId,
       supervisor: ready,
       credentials,
+      mutualTls: certificates !== undefined,
       stop: () => (stopping ??= cleanUp()),
     };
   } catch (err) {
@@ -237,6 +292,12 @@ function refreshClient(address: string): RefreshHostCredentials {
       client.close();
     }
   };
+}
+
+function warnPlaintext(logger: Logger, hostId: string): void {
+  logger.warn('serving gRPC in plaintext: the host registry issued this host no TLS certificate (it has no CORRAL_CA_CERT_FILE); anyone who can reach the port can call the agent', {
+    hostId,
+  });
 }
 
 /** A wildcard bind address is not something another host can dial. */

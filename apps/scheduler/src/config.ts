@@ -1,4 +1,4 @@
-import { address, int, loadConfig, oneOf, port, str, url, type ConfigOf } from '@corral/config';
+import { address, ConfigError, int, loadConfig, oneOf, optionalStr, port, str, url, type ConfigOf, type Env } from '@corral/config';
 
 export const schedulerConfigSchema = {
   grpcHost: str('SCHEDULER_GRPC_HOST', { default: '127.0.0.1' }),
@@ -7,10 +7,26 @@ export const schedulerConfigSchema = {
   natsUrl: url('NATS_URL', { protocols: ['nats:', 'tls:'] }),
   hostRegistryAddr: address('HOST_REGISTRY_ADDR', { default: '127.0.0.1:50052' }),
   agentCallDeadlineMs: int('AGENT_CALL_DEADLINE_MS', { default: 15_000, min: 100 }),
+  // The scheduler's control-plane certificate for mutual TLS with agents
+  // (all three or none; `corral tls cert create --service scheduler`).
+  // Without them agents are called in plaintext.
+  agentTlsCaFile: optionalStr('AGENT_TLS_CA_FILE'),
+  agentTlsCertFile: optionalStr('AGENT_TLS_CERT_FILE'),
+  agentTlsKeyFile: optionalStr('AGENT_TLS_KEY_FILE'),
   defaultStopTimeoutSeconds: int('DEFAULT_STOP_TIMEOUT_SECONDS', { default: 10, min: 0, max: 3600 }),
   logLevel: oneOf('LOG_LEVEL', ['error', 'warn', 'info', 'debug'] as const, { default: 'info' }),
 };
 
 export type SchedulerConfig = ConfigOf<typeof schedulerConfigSchema>;
 
-export const loadSchedulerConfig = (env = process.env) => loadConfig(schedulerConfigSchema, env);
+export const AGENT_TLS_VARIABLES = ['AGENT_TLS_CA_FILE', 'AGENT_TLS_CERT_FILE', 'AGENT_TLS_KEY_FILE'] as const;
+
+export function loadSchedulerConfig(env: Env = process.env): SchedulerConfig {
+  const config = loadConfig(schedulerConfigSchema, env);
+  const files = [config.agentTlsCaFile, config.agentTlsCertFile, config.agentTlsKeyFile];
+  if (files.some((f) => f !== undefined) && files.some((f) => f === undefined)) {
+    const missing = AGENT_TLS_VARIABLES.filter((_, i) => files[i] === undefined);
+    throw new ConfigError([`${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} required when any of ${AGENT_TLS_VARIABLES.join(', ')} is set`]);
+  }
+  return config;
+}

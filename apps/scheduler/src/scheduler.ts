@@ -5,6 +5,7 @@ import { startGrpcServer } from '@corral/grpc';
 import { createLogger, type Logger } from '@corral/logging';
 import { schedulerV1 } from '@corral/proto';
 import { AgentPool } from './agents/agent-pool';
+import { loadAgentTlsMaterial } from './agents/agent-tls';
 import type { SchedulerConfig } from './config';
 import { schedulerService } from './grpc/scheduler-service';
 import { hostRegistryDirectory } from './hosts/host-directory';
@@ -18,11 +19,13 @@ export interface RunningScheduler {
 }
 
 export async function startScheduler(config: SchedulerConfig, logger: Logger = createLogger({ service: 'scheduler', level: config.logLevel })): Promise<RunningScheduler> {
+  const agentTls = loadAgentTlsMaterial(config);
+  if (!agentTls) logger.warn('calling node agents in plaintext: AGENT_TLS_CA_FILE / AGENT_TLS_CERT_FILE / AGENT_TLS_KEY_FILE are not set');
   await applyMigrations(config.databaseUrl, { logger });
   const prisma = createPrismaClient(config.databaseUrl);
   const store = new WorkloadStore(prisma);
   const hosts = hostRegistryDirectory(config.hostRegistryAddr);
-  const agents = new AgentPool(config.agentCallDeadlineMs);
+  const agents = new AgentPool({ deadlineMs: config.agentCallDeadlineMs, tls: agentTls });
   const workloads = new WorkloadService(store, hosts, agents, logger, config.defaultStopTimeoutSeconds);
 
   const bus = await connectEventBus({ url: config.natsUrl, name: 'corral-scheduler', logger });

@@ -1,3 +1,4 @@
 export * from './system';
 export * from './ports';
 export { tailFile } from './tail';
+export * from './pki';

@@ -29,7 +29,8 @@ export const DEFAULT_PORTS: Ports = {
   postgres: 5433,
 };
 
-function freePort(): Promise<number> {
+/** A port the OS hands out now (it may be taken again before it is used). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);

@@ -1,6 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { checkHealth, mutualTlsProbeCredentials } from '@corral/grpc';
 import { startSystem, type RunningSystem } from './system';
 
 // `npm start` on a machine with nothing installed: embedded PGlite and the
@@ -51,6 +52,15 @@ describe('startSystem on embedded defaults', () => {
       workload = (await api('GET', `/v1/workloads/${created.json.id}`)).json;
     }
     expect(workload).toMatchObject({ state: 'failed', exitCode: 7 });
+  });
+
+  it('runs the scheduler and the agent over mutual TLS from a local CA (the workload above went through it)', async () => {
+    const { pkiDir, controlPlaneTls } = system;
+    if (!pkiDir || !controlPlaneTls) throw new Error('the launcher did not set up mutual TLS');
+    expect(statSync(join(pkiDir, 'ca-key.pem')).mode & 0o777).toBe(0o600);
+    const agent = system.services.find((s) => s.name === 'node-agent')?.address ?? '';
+    await expect(checkHealth(agent, '', { deadlineMs: 2000 })).rejects.toMatchObject({ code: 14 /* UNAVAILABLE */ });
+    await expect(checkHealth(agent, '', { deadlineMs: 5000, credentials: mutualTlsProbeCredentials(controlPlaneTls) })).resolves.toBe('SERVING');
   });
 
   it('stops every service process', async () => {

@@ -4,9 +4,10 @@ import { join, resolve } from 'node:path';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '@corral/db';
 import { startEmbeddedBroker, type EmbeddedBroker } from '@corral/events';
 import { resolveProgram, spawnSupervised, type SupervisedProcess } from '@corral/exec';
-import { checkHealth, createClient } from '@corral/grpc';
+import { checkHealth, createClient, mutualTlsProbeCredentials, type TlsMaterial } from '@corral/grpc';
 import { hostRegistryV1 } from '@corral/proto';
-import { allocatePorts, type Ports, type PortsMode } from './ports';
+import { ensureLocalPki, type LocalPki } from './pki';
+import { allocatePorts, freePort, type Ports, type PortsMode } from './ports';
 import { tailFile } from './tail';
 
 // Starts all of Corral on one machine, each service as its own process, the
@@ -34,6 +35,12 @@ export interface SystemOptions {
   bus?: 'auto' | 'embedded';
   /** Progress lines for a person watching. */
   progress?: (line: string) => void;
+  /**
+   * Mutual TLS between the scheduler and agents (default true): a CA under
+   * <dataDir>/pki, its files given to host-registry, a control-plane
+   * certificate to the scheduler. `false` runs them in plaintext.
+   */
+  mutualTls?: boolean;
 }
 
 export interface RunningService {
@@ -41,6 +48,27 @@ export interface RunningService {
   pid: number;
   logPath: string;
   address: string;
+}
+
+export interface ExtraAgentOptions {
+  /** Names its state dir (`<dataDir>/agents/<name>`), log and host: lowercase letters, digits, dashes. */
+  name: string;
+  /** Registers with it when its state dir holds no identity yet (e.g. a team's token: a BYOC host). */
+  registrationToken: string;
+}
+
+/** A node agent besides the local one, with its own state dir, port and host identity. */
+export interface ExtraAgent {
+  name: string;
+  hostId: string;
+  /** Where it serves gRPC to the control plane. */
+  address: string;
+  stateDir: string;
+  logPath: string;
+  /** Stops its process (its workloads keep running, as for the local agent). */
+  stop(): Promise<void>;
+  /** Starts it again with its stored identity; resolves once it serves. */
+  start(): Promise<void>;
 }
 
 export interface RunningSystem {
@@ -53,6 +81,10 @@ export interface RunningSystem {
   busKind: 'external' | 'nats-server' | 'embedded-broker';
   databaseKind: 'external' | 'embedded-pglite';
   localHostId?: string;
+  /** The local CA's directory, when mutual TLS is on. */
+  pkiDir?: string;
+  /** A control-plane certificate (service `launcher`) from the local CA, when mutual TLS is on: probes agents' health. */
+  controlPlaneTls?: TlsMaterial;
   ports: Ports;
   services: RunningService[];
   logPath(name: ServiceName): string;
@@ -66,6 +98,12 @@ export interface RunningSystem {
    * `registrationToken`, or with a token the launcher asks host-registry for.
    */
   startAgent(options?: { registrationToken?: string }): Promise<string>;
+  /**
+   * Starts another node agent (process driver on, like the local one) that
+   * registers with `registrationToken`; resolves once it serves and has its
+   * host id. Stopped with the system.
+   */
+  startExtraAgent(options: ExtraAgentOptions): Promise<ExtraAgent>;
   stop(): Promise<void>;
 }
 
@@ -153,6 +191,9 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
       }
     }
 
+    const pki = options.mutualTls === false ? undefined : await ensureLocalPki(dataDir);
+    if (pki) progress(`mutual TLS between the scheduler and agents: CA in ${pki.dir}`);
+
     const address = (port: number) => `127.0.0.1:${port}`;
     const common: Record<string, string> = {
       PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
@@ -170,8 +211,9 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
         DATABASE_URL: databaseUrl,
         HOST_REGISTRY_GRPC_PORT: String(ports.hostRegistry),
         HOST_TOKEN_SECRET: secretFile(join(dataDir, 'host-token-secret')),
+        ...pki?.hostRegistryEnv,
       },
-      scheduler: { DATABASE_URL: databaseUrl, SCHEDULER_GRPC_PORT: String(ports.scheduler) },
+      scheduler: { DATABASE_URL: databaseUrl, SCHEDULER_GRPC_PORT: String(ports.scheduler), ...pki?.schedulerEnv },
       'edge-router': { EDGE_ROUTER_GRPC_PORT: String(ports.edgeRouter) },
       'secrets-broker': { SECRETS_BROKER_GRPC_PORT: String(ports.secretsBroker) },
       reconciler: { RECONCILER_GRPC_PORT: String(ports.reconciler) },
@@ -216,7 +258,8 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
       const state = track(proc, logPath);
       const service: RunningService = { name, pid: proc.pid, logPath, address: addressOf[name] };
       running.set(name, { proc, state, service });
-      await waitFor(name, async () => (await checkHealth(addressOf[name], '', { deadlineMs: 1000 })) === 'SERVING', state, 90_000);
+      const healthy = name === 'node-agent' ? () => agentServing(addressOf[name], pki) : async () => (await checkHealth(addressOf[name], '', { deadlineMs: 1000 })) === 'SERVING';
+      await waitFor(name, healthy, state, 90_000);
     };
     cleanups.push(async () => {
       // Reverse start order: the gateway stops taking requests first.
@@ -265,6 +308,60 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
     };
     if (options.localAgent ?? true) await startAgent();
 
+    const extraAgents = new Map<string, { proc?: SupervisedProcess }>();
+    cleanups.push(async () => {
+      for (const entry of extraAgents.values()) if (entry.proc) await stopProcess(entry.proc, 10_000);
+      extraAgents.clear();
+    });
+    const startExtraAgent = async (agentOptions: ExtraAgentOptions): Promise<ExtraAgent> => {
+      const { name, registrationToken } = agentOptions;
+      if (!/^[a-z0-9][a-z0-9-]{0,39}$/.test(name)) throw new Error(`extra agent name ${JSON.stringify(name)}: use 1-40 lowercase letters, digits and dashes`);
+      if (extraAgents.has(name)) throw new Error(`an extra agent named ${name} is already started`);
+      const entry: { proc?: SupervisedProcess } = {};
+      extraAgents.set(name, entry);
+      const stateDir = join(dataDir, 'agents', name);
+      mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+      const agentPort = await freePort();
+      const agentAddress = address(agentPort);
+      const logPath = join(logDir, `node-agent-${name}.log`);
+      const run = async () => {
+        if (entry.proc) return;
+        progress(`starting node agent ${name} (log: ${logPath})`);
+        const proc = await spawnSupervised({
+          program: process.execPath,
+          args: ['--import', 'tsx', join(repoRoot, 'apps', 'node-agent', 'src', 'main.ts')],
+          env: {
+            ...common,
+            ...envFor['node-agent'],
+            AGENT_GRPC_PORT: String(agentPort),
+            AGENT_STATE_DIR: stateDir,
+            AGENT_NAME: name,
+            ...(existsSync(join(stateDir, 'identity.json')) ? {} : { AGENT_REGISTRATION_TOKEN: registrationToken }),
+          },
+          cwd: repoRoot,
+          logPath,
+        });
+        entry.proc = proc;
+        const state = track(proc, logPath);
+        await waitFor(`node agent ${name}`, () => agentServing(agentAddress, pki), state, 90_000);
+      };
+      await run();
+      const identity = JSON.parse(readFileSync(join(stateDir, 'identity.json'), 'utf8')) as { hostId: string };
+      return {
+        name,
+        hostId: identity.hostId,
+        address: agentAddress,
+        stateDir,
+        logPath,
+        async stop() {
+          const proc = entry.proc;
+          entry.proc = undefined;
+          if (proc) await stopProcess(proc, 10_000);
+        },
+        start: run,
+      };
+    };
+
     return {
       gatewayUrl: `http://${address(ports.gatewayHttp)}`,
       gatewayGrpcAddress: address(ports.gatewayGrpc),
@@ -276,6 +373,8 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
       get localHostId() {
         return localHostId;
       },
+      pkiDir: pki?.dir,
+      controlPlaneTls: pki?.launcher,
       ports,
       get services() {
         return [...running.values()].map((r) => r.service);
@@ -301,12 +400,27 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
         else await launch(name);
       },
       startAgent,
+      startExtraAgent,
       stop: stopAll,
     };
   } catch (err) {
     await stopAll();
     throw err;
   }
+}
+
+/**
+ * Whether a node agent reports SERVING. With the local CA it is asked over
+ * mutual TLS (any host the CA vouches for: the launcher does not know the
+ * host id before registration); an agent registered before the CA existed
+ * serves plaintext, so that is tried too.
+ */
+export async function agentServing(agentAddress: string, pki: Pick<LocalPki, 'launcher'> | undefined): Promise<boolean> {
+  if (pki) {
+    const tls = await checkHealth(agentAddress, '', { deadlineMs: 1000, credentials: mutualTlsProbeCredentials(pki.launcher) }).catch(() => undefined);
+    if (tls === 'SERVING') return true;
+  }
+  return (await checkHealth(agentAddress, '', { deadlineMs: 1000 }).catch(() => undefined)) === 'SERVING';
 }
 
 interface TrackedState {

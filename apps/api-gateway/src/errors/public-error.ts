@@ -1,4 +1,5 @@
 import { isCorralError, type ErrorCode } from '@corral/domain';
+import { HostInUseError } from './host-in-use';
 
 // What a client of the gateway (REST or gRPC) is told about a failure. Every
 // code has a fixed message, because the error may have come from a backend
@@ -46,6 +47,8 @@ export interface PublicError {
   httpStatus: number;
   message: string;
   field?: string;
+  /** A refused host delete: the workloads still live there. */
+  affectedWorkloads?: string[];
 }
 
 /** Any thrown value as what a client may see. Anything not a Corral error is INTERNAL. */
@@ -54,6 +57,10 @@ export function toPublicError(err: unknown): PublicError {
   const facing = clientFacing(code);
   if (code === 'INVALID_ARGUMENT' && isCorralError(err)) {
     return { code, httpStatus: facing.httpStatus, message: err.message || facing.message, ...(err.field ? { field: err.field } : {}) };
+  }
+  if (err instanceof HostInUseError) {
+    // Our own text, built from ids only, so it may reach the client.
+    return { code, httpStatus: facing.httpStatus, message: err.message, affectedWorkloads: [...err.affectedWorkloadIds] };
   }
   return { code, ...facing };
 }

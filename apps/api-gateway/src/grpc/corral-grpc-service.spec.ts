@@ -72,7 +72,9 @@ describe('public gRPC adapter', () => {
     await expect(client(TEAM_A_KEY).getWorkload({ id: other.id })).rejects.toMatchObject({ code: 'NOT_FOUND', message: 'resource not found' });
     const logs = await client(TEAM_A_KEY).getWorkloadLogs({ id, tailBytes: 0 });
     expect(Buffer.from(logs.data).toString()).toBe('hello\n');
-    expect((await client(TEAM_A_KEY).deleteWorkload({ id })).workload?.state).toBe('INSTANCE_STATE_STOPPING');
+    expect((await client(TEAM_A_KEY).deleteWorkload({ id, purge: false })).workload?.state).toBe('INSTANCE_STATE_STOPPING');
+    await expect(client(TEAM_A_KEY).deleteWorkload({ id: other.id, purge: true })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect((await client(TEAM_A_KEY).deleteWorkload({ id, purge: true })).workload).toMatchObject({ id, state: 'INSTANCE_STATE_RETIRED' });
   });
 
   it('runs a workload with image, resources, routes; pauses and resumes it', async () => {

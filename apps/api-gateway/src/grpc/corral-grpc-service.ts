@@ -53,7 +53,7 @@ export function corralGrpcService(operations: CorralOperations, logger: Logger, 
       return { workloads: await operations.listWorkloads(await authenticated(ctx)) };
     },
     async deleteWorkload(request, ctx) {
-      return { workload: await operations.deleteWorkload(await authenticated(ctx), request.id) };
+      return { workload: await operations.deleteWorkload(await authenticated(ctx), request.id, { purge: request.purge }) };
     },
     async pauseWorkload(request, ctx) {
       return { workload: await operations.pauseWorkload(await authenticated(ctx), request.id) };
@@ -70,6 +70,26 @@ export function corralGrpcService(operations: CorralOperations, logger: Logger, 
     async listWorkloadDirectory(request, ctx) {
       const entries = await operations.listWorkloadDirectory(await authenticated(ctx), request.id, request.path);
       return { entries: entries.map((e) => ({ ...e, modifiedAt: e.modifiedAt ? new Date(e.modifiedAt) : undefined })) };
+    },
+    // Fleet membership (operations/fleet-operations.ts).
+    async drainHost(request, ctx) {
+      return { host: await operations.drainHost(await authenticated(ctx), request.id) };
+    },
+    async undrainHost(request, ctx) {
+      return { host: await operations.undrainHost(await authenticated(ctx), request.id) };
+    },
+    async deleteHost(request, ctx) {
+      // A refusal is FAILED_PRECONDITION whose message names the workloads.
+      return operations.deleteHost(await authenticated(ctx), request.id, { force: request.force });
+    },
+    async getFleetHealth(_request, ctx) {
+      return { health: await operations.getFleetHealth(await authenticated(ctx)) };
+    },
+    async listRegistrationTokens(_request, ctx) {
+      return { tokens: await operations.listRegistrationTokens(await authenticated(ctx)) };
+    },
+    async revokeRegistrationToken(request, ctx) {
+      return { token: await operations.revokeRegistrationToken(await authenticated(ctx), request.id) };
     },
   };
 

@@ -101,6 +101,28 @@ describe('REST adapter', () => {
       expect((await app.inject({ method: 'DELETE', url: `/v1/workloads/${theirs.id}`, headers: auth(TEAM_A_KEY) })).statusCode).toBe(404);
     });
 
+    it('DELETE ?purge=true tears the workload down (forced, so a live one is stopped first) and answers it retired; plain DELETE still only stops', async () => {
+      const mine = scheduler.add({ teamId: 'team-a', name: 'purge-me', hostId: 'h1', state: 'running' });
+      const theirs = scheduler.add({ teamId: 'team-b', name: 'not-yours', hostId: 'h1', state: 'stopped' });
+      const purge = (id: string, query = '?purge=true', key = TEAM_A_KEY) => app.inject({ method: 'DELETE', url: `/v1/workloads/${id}${query}`, headers: auth(key) });
+
+      const res = await purge(mine.id);
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toMatchObject({ id: mine.id, state: 'retired', ports: [] });
+      expect(scheduler.calls.at(-1)).toMatchObject({ method: 'destroyWorkload', request: { id: mine.id, teamId: 'team-a', force: true } });
+      // Idempotent.
+      expect((await purge(mine.id)).json()).toMatchObject({ state: 'retired' });
+      expect((await purge(theirs.id)).statusCode).toBe(404);
+      expect(scheduler.workloads.get(theirs.id)?.state).toBe('INSTANCE_STATE_STOPPED');
+
+      const other = scheduler.add({ teamId: 'team-a', name: 'stop-only', hostId: 'h1', state: 'running' });
+      expect((await purge(other.id, '?purge=false')).json()).toMatchObject({ state: 'stopping' });
+      expect(scheduler.calls.at(-1)).toMatchObject({ method: 'stopWorkload' });
+      const bad = await purge(other.id, '?purge=sometimes');
+      expect(bad.statusCode).toBe(400);
+      expect(bad.json()).toMatchObject({ field: 'purge' });
+    });
+
     it('creates a workload with image, resources, routes and vm, and shows its host ports', async () => {
       const res = await post('/v1/workloads', {
         name: 'web',

@@ -9,6 +9,8 @@ import { TERMINAL_STATES } from '@corral/domain';
 import type { Logger } from '@corral/logging';
 import type { Caller } from '../operations/caller';
 import { RESOURCE_ID, type CorralOperations, type OperationContext, type RegistrationTokenInput } from '../operations/corral-operations';
+import { registerFleetRoutes } from './fleet-routes';
+import { fleetSharedSchemas } from './fleet-schemas';
 import { httpErrorFor } from './http-errors';
 import { compileRequestValidator } from './request-validation';
 import { routeSchemas, sharedSchemas } from './schemas';
@@ -70,7 +72,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
   });
 
   app.setValidatorCompiler(compileRequestValidator);
-  for (const schema of sharedSchemas) app.addSchema(schema);
+  for (const schema of [...sharedSchemas, ...fleetSharedSchemas]) app.addSchema(schema);
   // Only JSON bodies are accepted: without this, Fastify would hand a
   // text/plain body to the schema, which would blame its type, not its format.
   app.removeContentTypeParser('text/plain');
@@ -167,6 +169,8 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
       hostView(await operations.getHost(callerOf(request), request.params.id)),
     );
 
+    await registerFleetRoutes(api, { operations, callerOf });
+
     api.post('/v1/workloads', { schema: routeSchemas.createWorkload }, async (request, reply) => {
       const body = request.body as WorkloadSpecInput;
       const workload = await operations.createWorkload(callerOf(request), { ...body, env: body.env ?? {} });
@@ -181,8 +185,8 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
       workloadView(await operations.getWorkload(callerOf(request), request.params.id)),
     );
 
-    api.delete<{ Params: { id: string } }>('/v1/workloads/:id', { schema: routeSchemas.deleteWorkload }, async (request, reply) => {
-      const view = workloadView(await operations.deleteWorkload(callerOf(request), request.params.id));
+    api.delete<{ Params: { id: string }; Querystring: { purge?: boolean } }>('/v1/workloads/:id', { schema: routeSchemas.deleteWorkload }, async (request, reply) => {
+      const view = workloadView(await operations.deleteWorkload(callerOf(request), request.params.id, { purge: request.query.purge === true }));
       // 200 once it has come to rest, 202 while it is still on its way there.
       const settled = (TERMINAL_STATES as ReadonlySet<string>).has(view.state);
       return reply.code(settled ? 200 : 202).send(view);

@@ -11,6 +11,8 @@ export interface ErrorBody {
   error: string;
   message: string;
   field?: string;
+  /** Only on a refused host delete (409): the workloads still live on the host. */
+  affectedWorkloads?: string[];
 }
 
 export interface HttpError {
@@ -60,7 +62,12 @@ export function httpErrorFor(err: unknown): HttpError {
   const pub = toPublicError(err);
   return {
     status: pub.httpStatus,
-    body: { error: pub.code.toLowerCase(), message: pub.message, ...(pub.field ? { field: pub.field } : {}) },
+    body: {
+      error: pub.code.toLowerCase(),
+      message: pub.message,
+      ...(pub.field ? { field: pub.field } : {}),
+      ...(pub.affectedWorkloads ? { affectedWorkloads: pub.affectedWorkloads } : {}),
+    },
     serverFault: isServerFault(pub.code),
   };
 }

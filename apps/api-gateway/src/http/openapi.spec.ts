@@ -39,6 +39,12 @@ describe('OpenAPI document', () => {
         'POST /v1/hosts/registration-tokens',
         'GET /v1/hosts',
         'GET /v1/hosts/{id}',
+        'POST /v1/hosts/{id}/drain',
+        'POST /v1/hosts/{id}/undrain',
+        'DELETE /v1/hosts/{id}',
+        'GET /v1/hosts/registration-tokens',
+        'DELETE /v1/hosts/registration-tokens/{id}',
+        'GET /v1/fleet/health',
         'POST /v1/workloads',
         'GET /v1/workloads',
         'GET /v1/workloads/{id}',
@@ -62,6 +68,23 @@ describe('OpenAPI document', () => {
     expect(doc.paths['/v1/workloads/{id}/files'].put.responses['413']).toBeDefined();
     const snapshot = doc.paths['/v1/workloads/{id}/snapshots'].post.responses['200'] as { content: Record<string, unknown> };
     expect(Object.keys(snapshot.content)).toEqual(['application/x-ndjson']);
+  });
+
+  it('documents DELETE /v1/workloads/{id} as stop, and with purge=true as teardown to retired', () => {
+    const del = doc.paths['/v1/workloads/{id}'].delete as unknown as { description: string; parameters: { name: string; in: string; schema: { type: string } }[] };
+    expect(del.description).toContain('purge=true');
+    expect(del.description).toContain('retired');
+    expect(del.parameters).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'purge', in: 'query', schema: expect.objectContaining({ type: 'boolean' }) })]));
+  });
+
+  it('documents the fleet routes: the 409 of a refused host delete lists the workloads', () => {
+    const del = doc.paths['/v1/hosts/{id}'].delete;
+    expect(JSON.stringify(del.responses['409'])).toContain('#/components/schemas/HostInUse');
+    expect(JSON.stringify(doc.components.schemas['HostInUse'])).toContain('"affectedWorkloads"');
+    expect(JSON.stringify(del.responses['200'])).toContain('#/components/schemas/HostDeletion');
+    expect(JSON.stringify(doc.paths['/v1/hosts/registration-tokens'].get.responses['200'])).toContain('#/components/schemas/RegistrationToken');
+    expect(JSON.stringify(doc.paths['/v1/fleet/health'].get.responses['200'])).toContain('#/components/schemas/FleetHealth');
+    expect(JSON.stringify(doc.components.schemas['RegistrationToken'])).not.toMatch(/"(token|hash|secretHash)"/);
   });
 
   it('declares bearer authentication, waived only for health checks', () => {

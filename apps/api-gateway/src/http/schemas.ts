@@ -338,9 +338,20 @@ export const routeSchemas = {
   },
   deleteWorkload: {
     tags: ['workloads'],
-    summary: 'Stop a workload',
-    description: 'Idempotent. 202 while the workload is still stopping, 200 once it has stopped.',
+    summary: 'Stop a workload, or with purge=true tear it down',
+    description:
+      'Idempotent. Without purge it stops the workload: 202 while it is still stopping, 200 once it has stopped. ' +
+      'With purge=true it also tears the workload down on its host (stopping it first if it still runs): its container or VM, volume, host ports, logs and snapshots are removed, ' +
+      'and the answer (200) is the workload in state retired. A workload whose host was deleted or is down is retired without teardown, with the reason. ' +
+      '503 when its host cannot be reached: the workload stays tearing_down and repeating the call finishes it.',
     params: idParams,
+    querystring: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        purge: { type: 'boolean', default: false, description: 'tear the workload down after stopping it (nothing is left on its host); the answer is the workload in state retired' },
+      },
+    },
     response: {
       200: ref(SCHEMA_IDS.workload),
       202: ref(SCHEMA_IDS.workload),

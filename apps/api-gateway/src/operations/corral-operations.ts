@@ -10,6 +10,7 @@ import {
 import type { hostRegistryV1, schedulerV1 } from '@corral/proto';
 import { teamScopeOf, type Caller } from './caller';
 import type { CorralPorts } from './ports';
+import { createFleetOperations, type FleetOperations } from './fleet-operations';
 import { createWorkloadStreamOperations, type WorkloadStreamOperations } from './workload-streams';
 
 // The operations of Corral's public API, shared by the REST and the gRPC
@@ -28,6 +29,8 @@ export const REGISTRATION_TOKEN_DESCRIPTION_MAX_LENGTH = 256;
 export const LOG_TAIL = { defaultBytes: 64 * 1024, maxBytes: 1024 * 1024 } as const;
 export const RESOURCE_ID = { pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$', maxLength: 128 } as const;
 const resourceId = new RegExp(RESOURCE_ID.pattern);
+/** Deadline of a purge: the scheduler's forced stop (default grace 10 s) and teardown (it allows its agent 40 s). */
+const PURGE_DEADLINE_MS = 60_000;
 
 export interface RegistrationTokenInput {
   /** 0 or absent: the default. */
@@ -40,7 +43,7 @@ export interface WorkloadLogs {
   truncated: boolean;
 }
 
-export interface CorralOperations extends WorkloadStreamOperations {
+export interface CorralOperations extends WorkloadStreamOperations, FleetOperations {
   /** Resolves an `Authorization` header value ("Bearer <key>") to its caller. */
   authenticate(authorization: string | undefined): Promise<Caller>;
   whoAmI(ctx: OperationContext): Promise<{ keyId: string; admin: boolean; teamId: string | null }>;
@@ -50,8 +53,12 @@ export interface CorralOperations extends WorkloadStreamOperations {
   createWorkload(ctx: OperationContext, spec: WorkloadSpecInput): Promise<schedulerV1.Workload>;
   getWorkload(ctx: OperationContext, id: string): Promise<schedulerV1.Workload>;
   listWorkloads(ctx: OperationContext): Promise<schedulerV1.Workload[]>;
-  /** Stops the workload; idempotent, so deleting a stopped workload returns it unchanged. */
-  deleteWorkload(ctx: OperationContext, id: string): Promise<schedulerV1.Workload>;
+  /**
+   * Stops the workload; idempotent, so deleting a stopped workload returns it
+   * unchanged. With `purge` it is also torn down on its host (stopped first
+   * if it still runs) and comes back `retired`; idempotent too.
+   */
+  deleteWorkload(ctx: OperationContext, id: string, options?: { purge?: boolean }): Promise<schedulerV1.Workload>;
   getWorkloadLogs(ctx: OperationContext, id: string, tailBytes?: number): Promise<WorkloadLogs>;
   /**
    * The workload's output as a stream: the tail, then with `follow` new
@@ -94,6 +101,7 @@ export function createCorralOperations(ports: CorralPorts): CorralOperations {
 
   return {
     ...createWorkloadStreamOperations(ports, checkId),
+    ...createFleetOperations(ports, checkId),
 
     async authenticate(authorization) {
       return ports.authenticate(bearerKeyOf(authorization));
@@ -163,11 +171,15 @@ export function createCorralOperations(ports: CorralPorts): CorralOperations {
     },
 
     async listWorkloads(ctx) {
-      const res = await scheduler.listWorkloads({ teamId: teamScopeOf(ctx.caller) }, opts(ctx));
+      const res = await scheduler.listWorkloads({ teamId: teamScopeOf(ctx.caller), hostId: '', excludeTerminal: false }, opts(ctx));
       return res.workloads;
     },
 
-    async deleteWorkload(ctx, id) {
+    async deleteWorkload(ctx, id, options = {}) {
+      if (options.purge) {
+        const res = await scheduler.destroyWorkload({ id: checkId(id), teamId: teamScopeOf(ctx.caller), force: true, timeoutSeconds: 0 }, { ...opts(ctx), deadlineMs: PURGE_DEADLINE_MS });
+        return present(res.workload, 'a workload');
+      }
       const res = await scheduler.stopWorkload({ id: checkId(id), teamId: teamScopeOf(ctx.caller), timeoutSeconds: 0 }, opts(ctx));
       return present(res.workload, 'a workload');
     },

@@ -8,7 +8,7 @@ import type { Caller } from './caller';
 
 export type WorkloadScheduler = Pick<
   PromiseClient<schedulerV1.SchedulerServiceClient>,
-  'createWorkload' | 'getWorkload' | 'listWorkloads' | 'stopWorkload' | 'getWorkloadLogs' | 'pauseWorkload' | 'resumeWorkload' | 'restoreWorkload'
+  'createWorkload' | 'getWorkload' | 'listWorkloads' | 'stopWorkload' | 'getWorkloadLogs' | 'pauseWorkload' | 'resumeWorkload' | 'restoreWorkload' | 'destroyWorkload'
 > & {
   /** The scheduler's StreamWorkloadLogs; leaving the loop or aborting `opts.signal` cancels it. */
   stream(
@@ -18,7 +18,19 @@ export type WorkloadScheduler = Pick<
   ): AsyncIterable<schedulerV1.StreamWorkloadLogsResponse>;
 };
 
-export type HostRegistry = Pick<PromiseClient<hostRegistryV1.HostRegistryServiceClient>, 'createRegistrationToken' | 'listHosts' | 'getHost'>;
+export type HostRegistry = Pick<
+  PromiseClient<hostRegistryV1.HostRegistryServiceClient>,
+  | 'createRegistrationToken'
+  | 'listHosts'
+  | 'getHost'
+  // fleet membership (operations/fleet-operations.ts)
+  | 'drainHost'
+  | 'undrainHost'
+  | 'deleteHost'
+  | 'getFleetHealth'
+  | 'listRegistrationTokens'
+  | 'revokeRegistrationToken'
+>;
 
 /** Resolves a presented API key to its caller, or throws UnauthenticatedError. */
 export type ApiKeyAuthenticator = (presentedKey: string) => Promise<Caller>;

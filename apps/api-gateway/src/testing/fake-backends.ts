@@ -3,6 +3,7 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
+  PermissionDeniedError,
   UnauthenticatedError,
   UnavailableError,
   instanceStateFromProto,
@@ -13,7 +14,7 @@ import {
   workloadExtrasToWire,
   type InstanceState,
 } from '@corral/domain';
-import { HostStatus, hostRegistryV1, schedulerV1 } from '@corral/proto';
+import { HostStatus, eventsV1, hostRegistryV1, schedulerV1 } from '@corral/proto';
 import type { Caller } from '../operations/caller';
 import { AsyncQueue, type BidiCall, type StreamCallOpts } from '@corral/grpc';
 import type { ApiKeyAuthenticator, HostRegistry, WorkloadScheduler, WorkloadStreams } from '../operations/ports';
@@ -114,7 +115,26 @@ export class FakeScheduler implements WorkloadScheduler {
 
   async listWorkloads(request: schedulerV1.ListWorkloadsRequest): Promise<schedulerV1.ListWorkloadsResponse> {
     this.enter('listWorkloads', request);
-    return { workloads: [...this.workloads.values()].filter((w) => request.teamId === '' || w.teamId === request.teamId) };
+    const terminal = ['INSTANCE_STATE_STOPPED', 'INSTANCE_STATE_FAILED', 'INSTANCE_STATE_RETIRED'];
+    return {
+      workloads: [...this.workloads.values()].filter(
+        (w) =>
+          (request.teamId === '' || w.teamId === request.teamId) &&
+          (!request.hostId || w.hostId === request.hostId) &&
+          !(request.excludeTerminal && terminal.includes(w.state)),
+      ),
+    };
+  }
+
+  /** Like the scheduler: force stops first; a retired workload is returned unchanged. */
+  async destroyWorkload(request: schedulerV1.DestroyWorkloadRequest): Promise<schedulerV1.DestroyWorkloadResponse> {
+    this.enter('destroyWorkload', request);
+    const workload = this.visible(request.id, request.teamId);
+    const atRest = ['INSTANCE_STATE_STOPPED', 'INSTANCE_STATE_FAILED', 'INSTANCE_STATE_RETIRED', 'INSTANCE_STATE_TEARING_DOWN'].includes(workload.state);
+    if (!atRest && !request.force) throw new FailedPreconditionError(`cannot destroy workload ${request.id}: it is live`);
+    workload.state = instanceStateToProto('retired');
+    workload.ports = [];
+    return { workload };
   }
 
   async stopWorkload(request: schedulerV1.StopWorkloadRequest): Promise<schedulerV1.StopWorkloadResponse> {
@@ -216,6 +236,105 @@ export class FakeHostRegistry implements HostRegistry {
     const host = this.hosts.get(request.id);
     if (!host) throw new NotFoundError(`host ${request.id} not found`);
     return { host };
+  }
+
+  // Fleet membership, with host-registry's rules: another team's host is not
+  // found, a platform host is forbidden to a team, a delete is refused while
+  // the host's last report (`reported`) lists live workloads unless forced,
+  // and a deleted host leaves the list (kept in `deleted`).
+
+  /** Live workload ids per host, as its last heartbeat would report them. */
+  readonly reported = new Map<string, string[]>();
+  readonly deleted = new Map<string, hostRegistryV1.Host>();
+  readonly registrationTokens = new Map<string, hostRegistryV1.RegistrationToken>();
+  readonly fleetCalls: { method: string; request: unknown }[] = [];
+  fleetHealth: hostRegistryV1.GetFleetHealthResponse = hostRegistryV1.GetFleetHealthResponse.fromPartial({
+    leader: true,
+    epoch: 3,
+    brakeActive: true,
+    brakeReasons: [eventsV1.FleetAlarmReason.FLEET_ALARM_REASON_MASS_SILENCE],
+    brakeDetail: '9 of 10 online hosts went silent at once',
+    brakeSince: new Date('2026-01-01T00:00:00Z'),
+    busConnected: true,
+    databaseHealthy: true,
+    heartbeatsReceived: 100,
+    heartbeatsApplied: 98,
+    heartbeatsDropped: 2,
+    hostsByStatus: { online: 1, draining: 1 },
+  });
+
+  private manageable(id: string, teamId: string, includeDeleted = false): hostRegistryV1.Host {
+    const host = this.hosts.get(id) ?? (includeDeleted ? this.deleted.get(id) : undefined);
+    if (!host || (teamId !== '' && host.teamId !== '' && host.teamId !== teamId)) throw new NotFoundError(`host ${id} not found`);
+    if (teamId !== '' && host.teamId === '') throw new PermissionDeniedError('platform hosts are managed by platform admins');
+    return host;
+  }
+
+  async drainHost(request: hostRegistryV1.DrainHostRequest): Promise<hostRegistryV1.DrainHostResponse> {
+    this.enter();
+    this.fleetCalls.push({ method: 'drainHost', request });
+    const host = this.manageable(request.id, request.teamId);
+    if (host.status === HostStatus.HOST_STATUS_DOWN) throw new FailedPreconditionError(`host ${request.id} is down and cannot be drained`);
+    host.status = HostStatus.HOST_STATUS_DRAINING;
+    return { host };
+  }
+
+  async undrainHost(request: hostRegistryV1.UndrainHostRequest): Promise<hostRegistryV1.UndrainHostResponse> {
+    this.enter();
+    this.fleetCalls.push({ method: 'undrainHost', request });
+    const host = this.manageable(request.id, request.teamId);
+    if (host.status !== HostStatus.HOST_STATUS_DRAINING && host.status !== HostStatus.HOST_STATUS_ONLINE) {
+      throw new FailedPreconditionError(`host ${request.id} is not draining`);
+    }
+    host.status = HostStatus.HOST_STATUS_ONLINE;
+    return { host };
+  }
+
+  async deleteHost(request: hostRegistryV1.DeleteHostRequest): Promise<hostRegistryV1.DeleteHostResponse> {
+    this.enter();
+    this.fleetCalls.push({ method: 'deleteHost', request });
+    const host = this.manageable(request.id, request.teamId, true);
+    const affected = this.reported.get(request.id) ?? [];
+    if (this.deleted.has(request.id)) return { id: request.id, affectedWorkloadIds: affected, deletedNow: false };
+    if (affected.length > 0 && !request.force) throw new FailedPreconditionError(`host ${request.id} still runs ${affected.length} workload(s): ${affected.join(', ')}`);
+    host.status = HostStatus.HOST_STATUS_DOWN;
+    this.hosts.delete(request.id);
+    this.deleted.set(request.id, host);
+    return { id: request.id, affectedWorkloadIds: affected, deletedNow: true };
+  }
+
+  async getFleetHealth(request: hostRegistryV1.GetFleetHealthRequest): Promise<hostRegistryV1.GetFleetHealthResponse> {
+    this.enter();
+    this.fleetCalls.push({ method: 'getFleetHealth', request });
+    return this.fleetHealth;
+  }
+
+  addRegistrationToken(partial: Partial<hostRegistryV1.RegistrationToken>): hostRegistryV1.RegistrationToken {
+    const token = hostRegistryV1.RegistrationToken.fromPartial({
+      id: randomUUID(),
+      description: 'a token',
+      createdAt: new Date('2026-01-01T00:00:00Z'),
+      expiresAt: new Date('2099-01-01T00:00:00Z'),
+      scope: { namePattern: '', labels: {} },
+      ...partial,
+    });
+    this.registrationTokens.set(token.id, token);
+    return token;
+  }
+
+  async listRegistrationTokens(request: hostRegistryV1.ListRegistrationTokensRequest): Promise<hostRegistryV1.ListRegistrationTokensResponse> {
+    this.enter();
+    this.fleetCalls.push({ method: 'listRegistrationTokens', request });
+    return { tokens: [...this.registrationTokens.values()].filter((t) => request.teamId === '' || t.teamId === request.teamId).reverse() };
+  }
+
+  async revokeRegistrationToken(request: hostRegistryV1.RevokeRegistrationTokenRequest): Promise<hostRegistryV1.RevokeRegistrationTokenResponse> {
+    this.enter();
+    this.fleetCalls.push({ method: 'revokeRegistrationToken', request });
+    const token = this.registrationTokens.get(request.id);
+    if (!token || (request.teamId !== '' && token.teamId !== request.teamId)) throw new NotFoundError(`registration token ${request.id} not found`);
+    token.revokedAt ??= new Date('2026-01-02T00:00:00Z');
+    return { token };
   }
 }
 

@@ -1,9 +1,45 @@
 import type { Command } from 'commander';
+import type { hostRegistryV1 } from '@corral/proto';
 import { renderDetails, renderTable } from '../output/printer';
 import { hostView, type HostView } from '../output/views';
 import type { Session } from '../session';
 
 const driversText = (h: HostView) => h.drivers.map((d) => (d.healthy ? d.name : `${d.name}(unhealthy)`)).join(',');
+
+function presentHost(host: hostRegistryV1.Host | undefined): hostRegistryV1.Host {
+  if (!host) throw new Error('the gateway answered without a host');
+  return host;
+}
+
+const isoOrNull = (value: Date | undefined) => (value ? value.toISOString() : null);
+
+/** Fleet health as `--output json` prints it: the REST shape of GET /v1/fleet/health. */
+export function fleetHealthView(h: hostRegistryV1.GetFleetHealthResponse) {
+  return {
+    leader: h.leader,
+    epoch: h.epoch,
+    brake: {
+      active: h.brakeActive,
+      reasons: h.brakeReasons.map((r) => String(r).replace(/^FLEET_ALARM_REASON_/, '').toLowerCase()),
+      detail: h.brakeDetail || null,
+      since: isoOrNull(h.brakeSince),
+    },
+    lastCheckAt: isoOrNull(h.lastCheckAt),
+    busConnected: h.busConnected,
+    databaseHealthy: h.databaseHealthy,
+    heartbeats: {
+      received: h.heartbeatsReceived,
+      applied: h.heartbeatsApplied,
+      dropped: h.heartbeatsDropped,
+      latencyP50Ms: h.heartbeatLatencyP50Ms,
+      latencyP99Ms: h.heartbeatLatencyP99Ms,
+      flushP99Ms: h.flushP99Ms,
+    },
+    hostsByStatus: { ...h.hostsByStatus },
+  };
+}
+
+const statusLine = (verb: string) => (h: HostView) => `host ${h.id} (${h.name}) ${verb}: ${h.status}\n`;
 
 export function registerHosts(program: Command, session: Session): void {
   const hosts = program.command('hosts').description('the hosts workloads run on');
@@ -49,6 +85,69 @@ export function registerHosts(program: Command, session: Session): void {
           ['Labels', Object.entries(h.labels).map(([k, v]) => `${k}=${v}`).join(',')],
           ['Last heartbeat', h.lastHeartbeatAt],
           ['Registered', h.createdAt],
+        ]),
+      );
+    });
+
+  hosts
+    .command('drain')
+    .argument('<id>', 'host id')
+    .description('take no new placements on a host; what runs there keeps running')
+    .action(async (id: string, _options, command: Command) => {
+      const res = await session.client(command).drainHost({ id });
+      session.printer(command).result(hostView(presentHost(res.host)), statusLine('drained'));
+    });
+
+  hosts
+    .command('undrain')
+    .argument('<id>', 'host id')
+    .description('let a drained host take placements again')
+    .action(async (id: string, _options, command: Command) => {
+      const res = await session.client(command).undrainHost({ id });
+      session.printer(command).result(hostView(presentHost(res.host)), statusLine('undrained'));
+    });
+
+  hosts
+    .command('delete')
+    .alias('rm')
+    .argument('<id>', 'host id')
+    .description('remove a host from the fleet; refused while workloads live there unless --force')
+    .option('--force', 'drain the host and stop its workloads first, then delete it')
+    .action(async (id: string, options: { force?: boolean }, command: Command) => {
+      const res = await session.client(command).deleteHost({ id, force: options.force === true });
+      const view = {
+        id: res.id,
+        deletedNow: res.deletedNow,
+        affectedWorkloads: res.affectedWorkloadIds,
+        stoppedWorkloads: res.stoppedWorkloadIds,
+        unreachableWorkloads: res.unreachableWorkloadIds,
+      };
+      session.printer(command).result(view, (v) => {
+        const lines = [v.deletedNow ? `host ${v.id} deleted` : `host ${v.id} was already deleted`];
+        if (v.stoppedWorkloads.length) lines.push(`stopped ${v.stoppedWorkloads.length} workload(s): ${v.stoppedWorkloads.join(', ')}`);
+        if (v.unreachableWorkloads.length) lines.push(`could not reach the host to stop: ${v.unreachableWorkloads.join(', ')}`);
+        return lines.join('\n') + '\n';
+      });
+    });
+
+  hosts
+    .command('health')
+    .description("fleet failure detection: the monitor's brake and heartbeat intake (admin keys)")
+    .action(async (_options, command: Command) => {
+      const res = await session.client(command).getFleetHealth({});
+      if (!res.health) throw new Error('the gateway answered without fleet health');
+      session.printer(command).result(fleetHealthView(res.health), (h) =>
+        renderDetails([
+          ['Brake', h.brake.active ? `ON (${h.brake.reasons.join(', ')}) since ${h.brake.since ?? '?'}` : 'off'],
+          ['Brake detail', h.brake.detail],
+          ['Hosts', Object.entries(h.hostsByStatus).map(([status, n]) => `${n} ${status}`).join(', ')],
+          ['Leader', h.leader ? 'this replica' : 'another replica'],
+          ['Epoch', h.epoch],
+          ['Last check', h.lastCheckAt],
+          ['Bus', h.busConnected ? 'connected' : 'DISCONNECTED'],
+          ['Database', h.databaseHealthy ? 'healthy' : 'UNHEALTHY'],
+          ['Heartbeats', `${h.heartbeats.received} received, ${h.heartbeats.applied} applied, ${h.heartbeats.dropped} dropped`],
+          ['Latency', `p50 ${h.heartbeats.latencyP50Ms} ms, p99 ${h.heartbeats.latencyP99Ms} ms; flush p99 ${h.heartbeats.flushP99Ms} ms`],
         ]),
       );
     });

@@ -221,13 +221,39 @@ export function registerWorkloads(program: Command, session: Session): void {
       session.printer(command).result(workloadView(present(res.workload)), workloadDetails);
     });
 
+  // A purge stops (grace period), then the host removes the container or VM: allow it longer than other calls.
+  const purgeDeadline = { deadlineMs: PURGE_DEADLINE_MS };
+
   workloads
     .command('stop')
-    .alias('rm')
     .argument('<id>', 'workload id')
+    .option('--purge', 'also tear it down on its host (like `workloads rm --force`)')
     .description('stop a workload (stopping a stopped workload is fine)')
-    .action(async (id: string, _options, command: Command) => {
-      const res = await session.client(command).deleteWorkload({ id });
+    .action(async (id: string, options: { purge?: boolean }, command: Command) => {
+      const client = session.client(command);
+      const res = options.purge ? await client.deleteWorkload({ id, purge: true }, purgeDeadline) : await client.deleteWorkload({ id, purge: false });
+      session.printer(command).result(workloadView(present(res.workload)), workloadDetails);
+    });
+
+  workloads
+    .command('rm')
+    .alias('remove')
+    .argument('<id>', 'workload id')
+    .option('--force', 'stop it first if it still runs')
+    .description('tear a stopped workload down: its container or VM, volume, ports and logs go, and it is retired (removing a retired workload is fine)')
+    .action(async (id: string, options: { force?: boolean }, command: Command) => {
+      const client = session.client(command);
+      if (!options.force) {
+        // The API's purge always stops first; without --force a live workload is left alone.
+        const current = workloadView(present((await client.getWorkload({ id })).workload));
+        if (!AT_REST.has(current.state)) throw new Error(`workload ${id} is ${current.state}: stop it first, or use --force`);
+      }
+      const res = await client.deleteWorkload({ id, purge: true }, purgeDeadline);
       session.printer(command).result(workloadView(present(res.workload)), workloadDetails);
     });
 }
+
+/** States in which nothing of a workload runs any more. */
+const AT_REST: ReadonlySet<string> = new Set(['stopped', 'failed', 'tearing_down', 'retired']);
+/** The gateway allows a purge 60 s; a little more here, so its own answer arrives. */
+const PURGE_DEADLINE_MS = 75_000;

@@ -4,6 +4,7 @@ import type { EventBus } from '@corral/events';
 import { implementUnary } from '@corral/grpc';
 import type { Logger } from '@corral/logging';
 import { hostRegistryV1 } from '@corral/proto';
+import type { HostCertificateIssuer } from '../credentials/host-certificates';
 import { hostTokenJwks, refreshHostCredentials, type CredentialPolicy } from '../credentials/host-credentials';
 import { HOST_TOKEN_AUDIENCE, HOST_TOKEN_ISSUER } from '../credentials/host-tokens';
 import { publishHostStatus } from '../hosts/host-events';
@@ -16,6 +17,8 @@ export interface HostRegistryDeps {
   logger: Logger;
   credentials: CredentialPolicy;
   registrationTokenDefaultTtlSeconds: number;
+  /** Issues hosts' mutual-TLS certificates; without it none are (agents serve plaintext). */
+  certificates?: HostCertificateIssuer;
   /** Where host status changes are announced; none in tests that do not care. */
   bus?: Pick<EventBus, 'publish'>;
   /** GetFleetHealth's answer; Unavailable when not wired. */
@@ -70,6 +73,9 @@ export function hostRegistryService(deps: HostRegistryDeps) {
         return { token: tokenToProto(token) };
       },
       async registerHost(req) {
+        // A bad CSR is refused before the single-use token is spent.
+        const issuer = req.csr ? deps.certificates : undefined;
+        if (issuer) await issuer.check(req.csr ?? '');
         const { hostId, credentials: pair } = await registerHost(
           deps.prisma,
           {
@@ -83,23 +89,30 @@ export function hostRegistryService(deps: HostRegistryDeps) {
           credentials,
           now(),
         );
-        deps.logger.info('host registered', { hostId, name: req.name, agentAddress: req.agentAddress });
+        const certificate = issuer ? await issuer.issue(hostId, req.agentAddress, req.csr ?? '', now()) : undefined;
+        deps.logger.info('host registered', { hostId, name: req.name, agentAddress: req.agentAddress, certificate: certificate !== undefined });
         return {
           hostId,
           hostToken: pair.hostToken,
           hostTokenExpiresAt: pair.hostTokenExpiresAt,
           refreshToken: pair.refreshToken,
           refreshTokenExpiresAt: pair.refreshTokenExpiresAt,
+          certificate,
         };
       },
       async refreshHostCredentials(req) {
+        const issuer = req.csr ? deps.certificates : undefined;
+        if (issuer) await issuer.check(req.csr ?? '');
         const pair = await refreshHostCredentials(deps.prisma, req.refreshToken, credentials, now());
+        // Named for the address the host last reported (heartbeats keep it current).
+        const certificate = issuer ? await issuer.issue(pair.hostId, (await getHost(deps.prisma, pair.hostId)).agentAddress, req.csr ?? '', now()) : undefined;
         return {
           hostId: pair.hostId,
           hostToken: pair.hostToken,
           hostTokenExpiresAt: pair.hostTokenExpiresAt,
           refreshToken: pair.refreshToken,
           refreshTokenExpiresAt: pair.refreshTokenExpiresAt,
+          certificate,
         };
       },
       async getJwks() {

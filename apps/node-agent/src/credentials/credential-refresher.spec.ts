@@ -61,6 +61,7 @@ function pair(n: number, issuedAt: number): hostRegistryV1.RefreshHostCredential
     hostTokenExpiresAt: new Date(issuedAt + 15 * MINUTE),
     refreshToken: `crr_${n}`,
     refreshTokenExpiresAt: new Date(issuedAt + 30 * 86_400_000),
+    certificate: undefined,
   };
 }
 
@@ -114,6 +115,33 @@ describe('CredentialRefresher', () => {
     expect(registry.presented).toEqual(['crr_0', 'crr_1']);
     expect(r.identity.refreshToken).toBe('crr_2');
     expect(r.status).toEqual({ state: 'ok' });
+    await r.stop();
+  });
+
+  it('sends its CSR with each refresh, persists the renewed certificate before using it, and keeps it when an answer has none', async () => {
+    const requests: hostRegistryV1.RefreshHostCredentialsRequest[] = [];
+    const certificate = (n: number) => ({ certificate: `cert-${n}`, caCertificate: 'ca', expiresAt: new Date(T0 + 86_400_000) });
+    const answers = [{ ...pair(1, T0 + 10 * MINUTE), certificate: certificate(1) }, pair(2, T0 + 20 * MINUTE)];
+    const seenOnDisk: Array<string | undefined> = [];
+    const r = refresher({
+      csr: 'csr-pem',
+      refresh: async (request) => {
+        requests.push(request);
+        return answers.shift() as hostRegistryV1.RefreshHostCredentialsResponse;
+      },
+      onRefreshed: () => void seenOnDisk.push(JSON.parse(readFileSync(identityPath(stateDir), 'utf8')).tls?.certificatePem),
+    });
+    r.start();
+    clock.advance(10 * MINUTE);
+    await r.idle();
+    expect(requests).toEqual([{ refreshToken: 'crr_0', csr: 'csr-pem' }]);
+    expect(r.identity.tls).toEqual({ certificatePem: 'cert-1', caCertificatePem: 'ca', expiresAt: new Date(T0 + 86_400_000).toISOString() });
+    clock.advance(10 * MINUTE);
+    await r.idle();
+    expect(requests).toHaveLength(2);
+    // No certificate in the second answer (no CA any more): the one we have stays.
+    expect(r.identity.tls?.certificatePem).toBe('cert-1');
+    expect(seenOnDisk).toEqual(['cert-1', 'cert-1']);
     await r.stop();
   });
 

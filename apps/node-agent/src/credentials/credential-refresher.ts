@@ -1,7 +1,7 @@
 import { isCorralError } from '@corral/domain';
 import type { Logger } from '@corral/logging';
 import type { hostRegistryV1 } from '@corral/proto';
-import { saveIdentity, type HostIdentity } from '../identity/identity';
+import { saveIdentity, tlsCertificateOf, type HostIdentity } from '../identity/identity';
 
 // Keeps the host's short-lived JWT fresh with the single-use refresh token
 // from registration. The server rotates the refresh token on every use, so
@@ -83,6 +83,8 @@ export interface CredentialRefresherOptions {
   /** Backoff between retries of a failed attempt. Default 500 ms doubling to 10 s. */
   retryInitialMs?: number;
   retryMaxMs?: number;
+  /** Sent with every refresh so the registry renews the host's TLS certificate. */
+  csr?: string;
   /** Persists a new identity; default: atomically to `<stateDir>/identity.json`. */
   persist?: (identity: HostIdentity) => Promise<void>;
   /** Called with each new identity, after it has been persisted. */
@@ -185,7 +187,7 @@ export class CredentialRefresher {
     if (!presented) return;
     let response: hostRegistryV1.RefreshHostCredentialsResponse;
     try {
-      response = await this.options.refresh({ refreshToken: presented });
+      response = await this.options.refresh({ refreshToken: presented, ...(this.options.csr ? { csr: this.options.csr } : {}) });
     } catch (err) {
       const code = isCorralError(err) ? err.code : undefined;
       if (code !== undefined && REFUSED.has(code)) {
@@ -210,6 +212,11 @@ export class CredentialRefresher {
       refreshTokenExpiresAt: response.refreshTokenExpiresAt?.toISOString(),
       tokenIssuedAt: new Date(this.clock.now()).toISOString(),
     };
+    // The renewed certificate rides in the same file as the pair, so it too
+    // is persisted before anything serves it; no certificate in the answer
+    // (no CA, no CSR) keeps the one we have.
+    const tls = tlsCertificateOf(response.certificate);
+    if (tls) next.tls = tls;
     try {
       await (this.options.persist ?? ((identity) => saveIdentity(this.options.stateDir, identity)))(next);
     } catch (err) {

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Topic } from '@corral/events';
@@ -165,5 +165,27 @@ describe('NodeAgentService over gRPC', () => {
     expect(beat).toMatchObject({ hostId: 'host-grpc-test', bootId: agent.bootId, agentAddress: agent.address, usage: expect.any(Object) });
     const seqs = (heartbeats as Array<{ seq: number }>).map((h) => h.seq);
     expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+  });
+  it('destroys a workload: refused while live, forced stops it, then its process directory, ports and record are gone', async () => {
+    const started = await client.startWorkload({
+      spec: spec('grpc-rm', ['/bin/sh', '-c', 'echo bye; exec sleep 30'], 'process', { routes: [{ name: 'http', port: 8080, protocol: 'tcp' }] }),
+    });
+    const pid = Number(started.workload?.handle);
+    expect(existsSync(join(stateDir, 'process', 'grpc-rm'))).toBe(true);
+    await expect(client.destroyWorkload({ workloadId: 'grpc-rm', force: false, timeoutSeconds: 0 })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    expect((await client.inspectWorkload({ workloadId: 'grpc-rm' })).workload?.state).toBe('INSTANCE_STATE_RUNNING');
+
+    const destroyed = await client.destroyWorkload({ workloadId: 'grpc-rm', force: true, timeoutSeconds: 5 });
+    expect(destroyed.workload).toMatchObject({ workloadId: 'grpc-rm', state: 'INSTANCE_STATE_RETIRED', ports: [] });
+    expect(() => process.kill(pid, 0)).toThrow();
+    expect(existsSync(join(stateDir, 'process', 'grpc-rm'))).toBe(false);
+    expect(existsSync(join(stateDir, 'workloads', 'grpc-rm.json'))).toBe(false);
+    expect(JSON.parse(readFileSync(join(stateDir, 'ports.json'), 'utf8')).workloads['grpc-rm']).toBeUndefined();
+    await expect(client.inspectWorkload({ workloadId: 'grpc-rm' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+
+    // Idempotent: gone, or never here, answers OK without a workload.
+    expect(await client.destroyWorkload({ workloadId: 'grpc-rm', force: false, timeoutSeconds: 0 })).toEqual({ workload: undefined });
+    expect(await client.destroyWorkload({ workloadId: 'never-here', force: false, timeoutSeconds: 0 })).toEqual({ workload: undefined });
+    await expect(client.destroyWorkload({ workloadId: '', force: false, timeoutSeconds: 0 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', field: 'workloadId' });
   });
 });

@@ -226,6 +226,17 @@ function unaryHandlers(deps: NodeAgentServiceDeps) {
         });
         return { workload: toProto(workload) };
       },
+      async destroyWorkload(req) {
+        const workloadId = requireId(req.workloadId);
+        if (req.timeoutSeconds > MAX_STOP_TIMEOUT_SECONDS) {
+          throw new InvalidArgumentError(`timeoutSeconds must be at most ${MAX_STOP_TIMEOUT_SECONDS}`, { field: 'timeoutSeconds' });
+        }
+        const workload = await deps.supervisor().destroy(workloadId, {
+          force: req.force,
+          timeoutMs: (req.timeoutSeconds || DEFAULT_STOP_TIMEOUT_SECONDS) * 1000,
+        });
+        return { workload: workload ? toProto(workload) : undefined };
+      },
       async restoreWorkload(req) {
         const spec = req.spec;
         if (!spec) throw new InvalidArgumentError('spec is required', { field: 'spec' });

@@ -26,22 +26,33 @@ describe('startHeartbeats', () => {
 
   it('beats at once and then on the interval, seq +1 per beat, one boot id', async () => {
     const { sent, bus } = recorder();
-    const hb = startHeartbeats({ bus, hostId: 'h1', intervalMs: 20, collect: async () => body, logger: silentLogger });
+    const hb = startHeartbeats({ bus, hostId: 'h1', intervalMs: 20, collect: async () => body, logger: silentLogger, hostToken: () => 'jwt-1' });
     await eventually(() => (sent.length >= 4 ? true : undefined), { timeoutMs: 2000 });
     await hb.stop();
     const count = sent.length;
     expect(sent.map((s) => s.hb.seq)).toEqual(sent.map((_, i) => i + 1));
     expect(new Set(sent.map((s) => s.hb.bootId))).toEqual(new Set([hb.bootId]));
-    expect(sent[0]).toMatchObject({ topic: 'hostHeartbeat', key: 'h1', hb: { ...body, hostId: 'h1', sentAt: expect.any(Date) } });
+    expect(sent[0]).toMatchObject({ topic: 'hostHeartbeat', key: 'h1', hb: { ...body, hostId: 'h1', sentAt: expect.any(Date), hostToken: 'jwt-1' } });
     await new Promise((r) => setTimeout(r, 60));
     expect(sent).toHaveLength(count);
+  });
+
+  it('carries the token current at each beat (it is refreshed while the agent runs)', async () => {
+    const { sent, bus } = recorder();
+    let token = 'jwt-old';
+    const hb = startHeartbeats({ bus, hostId: 'h1', intervalMs: 20, collect: async () => body, logger: silentLogger, hostToken: () => token });
+    await eventually(() => (sent.length >= 1 ? true : undefined), { timeoutMs: 2000 });
+    token = 'jwt-new';
+    await eventually(() => (sent.at(-1)?.hb.hostToken === 'jwt-new' ? true : undefined), { timeoutMs: 2000 });
+    await hb.stop();
+    expect(sent[0].hb.hostToken).toBe('jwt-old');
   });
 
   it('a new start is a new boot whose seq starts again at 1', async () => {
     const a = recorder();
     const b = recorder();
-    const first = startHeartbeats({ bus: a.bus, hostId: 'h1', intervalMs: 1000, collect: async () => body, logger: silentLogger });
-    const second = startHeartbeats({ bus: b.bus, hostId: 'h1', intervalMs: 1000, collect: async () => body, logger: silentLogger });
+    const first = startHeartbeats({ bus: a.bus, hostId: 'h1', intervalMs: 1000, collect: async () => body, logger: silentLogger, hostToken: () => 'jwt-1' });
+    const second = startHeartbeats({ bus: b.bus, hostId: 'h1', intervalMs: 1000, collect: async () => body, logger: silentLogger, hostToken: () => 'jwt-1' });
     await eventually(() => (a.sent.length && b.sent.length ? true : undefined));
     await Promise.all([first.stop(), second.stop()]);
     expect(first.bootId).not.toBe(second.bootId);
@@ -62,7 +73,7 @@ describe('startHeartbeats', () => {
       if (calls === 2) throw new Error('statfs failed');
       return body;
     };
-    const hb = startHeartbeats({ bus, hostId: 'h1', intervalMs: 5, collect, logger: silentLogger });
+    const hb = startHeartbeats({ bus, hostId: 'h1', intervalMs: 5, collect, logger: silentLogger, hostToken: () => 'jwt-1' });
     await eventually(() => (sent.length >= 3 ? true : undefined), { timeoutMs: 2000 });
     await hb.stop();
     expect(maxRunning).toBe(1);

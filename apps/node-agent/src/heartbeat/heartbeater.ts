@@ -4,7 +4,7 @@ import type { Logger } from '@corral/logging';
 import type { HostHeartbeat } from '@corral/proto';
 
 /** What a heartbeat says besides who sends it and when. */
-export type HeartbeatBody = Omit<HostHeartbeat, 'hostId' | 'bootId' | 'seq' | 'sentAt'>;
+export type HeartbeatBody = Omit<HostHeartbeat, 'hostId' | 'bootId' | 'seq' | 'sentAt' | 'hostToken'>;
 
 export interface HeartbeatOptions {
   bus: Pick<EventBus, 'publish'>;
@@ -13,6 +13,8 @@ export interface HeartbeatOptions {
   /** Gathers the current capacity, usage, drivers and workloads. */
   collect(): Promise<HeartbeatBody>;
   logger: Logger;
+  /** The host's current JWT, read at every beat (it is refreshed while the agent runs). */
+  hostToken(): string;
   /** Changes with every agent process start; random unless given. */
   bootId?: string;
   now?: () => Date;
@@ -44,7 +46,7 @@ export function startHeartbeats(options: HeartbeatOptions): Heartbeater {
       const body = await options.collect();
       if (stopped) return;
       seq += 1;
-      options.bus.publish(Topics.hostHeartbeat, options.hostId, { ...body, hostId: options.hostId, bootId, seq, sentAt: now() });
+      options.bus.publish(Topics.hostHeartbeat, options.hostId, { ...body, hostId: options.hostId, bootId, seq, sentAt: now(), hostToken: options.hostToken() });
     } catch (err) {
       // A missed beat is tolerated by design (the registry waits for several);
       // the next one is tried on schedule.

@@ -33,7 +33,7 @@ describe('agent registration and identity', () => {
               async registerHost(req) {
                 requests.push(req);
                 if (req.registrationToken !== 'crt_good') throw new UnauthenticatedError('registration token is invalid or used');
-                return { hostId: `host-${requests.length}`, hostToken: 'host-token-secret', hostTokenExpiresAt: expiresAt, refreshToken: 'crr_refresh-secret', refreshTokenExpiresAt: expiresAt };
+                return { hostId: `host-${requests.length}`, hostToken: 'host-token-secret', hostTokenExpiresAt: expiresAt, refreshToken: 'crr_refresh-secret', refreshTokenExpiresAt: expiresAt, certificate: undefined };
               },
             },
             silentLogger,

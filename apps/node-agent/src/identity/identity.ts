@@ -23,6 +23,24 @@ export interface HostIdentity {
   refreshTokenExpiresAt?: string;
   /** When this agent received `hostToken` (its own clock): start of the JWT lifetime. */
   tokenIssuedAt?: string;
+  /**
+   * The mutual-TLS certificate the registry's CA issued for this host (its
+   * key is in tls-key.pem). Absent when the registry has no CA: the agent
+   * then serves plaintext.
+   */
+  tls?: HostTlsCertificate;
+}
+
+export interface HostTlsCertificate {
+  certificatePem: string;
+  caCertificatePem: string;
+  expiresAt?: string;
+}
+
+/** The certificate in a RegisterHost or RefreshHostCredentials answer, if any. */
+export function tlsCertificateOf(certificate: hostRegistryV1.HostCertificate | undefined): HostTlsCertificate | undefined {
+  if (!certificate?.certificate || !certificate.caCertificate) return undefined;
+  return { certificatePem: certificate.certificate, caCertificatePem: certificate.caCertificate, expiresAt: certificate.expiresAt?.toISOString() };
 }
 
 export const IDENTITY_FILE = 'identity.json';
@@ -38,6 +56,8 @@ export interface RegistrationOptions {
   /** Measured only when registering. */
   describeHost(): Promise<{ capacity: Resources; drivers: DriverFingerprint[] }>;
   register: RegisterHost;
+  /** Sent so the registry issues this host a mutual-TLS certificate. */
+  csr?: string;
   logger: Logger;
   /** How long to keep retrying while the host registry is unreachable. Default 60 s. */
   retryForMs?: number;
@@ -82,6 +102,7 @@ export async function ensureIdentity(options: RegistrationOptions): Promise<{ id
     capacity,
     drivers,
     labels: {},
+    ...(options.csr ? { csr: options.csr } : {}),
   };
   const response = await withRetry(() => options.register(request), options);
   const identity: HostIdentity = {
@@ -91,6 +112,8 @@ export async function ensureIdentity(options: RegistrationOptions): Promise<{ id
     registeredAt: new Date().toISOString(),
     ...(response.refreshToken ? { refreshToken: response.refreshToken, refreshTokenExpiresAt: response.refreshTokenExpiresAt?.toISOString() } : {}),
   };
+  const tls = tlsCertificateOf(response.certificate);
+  if (tls) identity.tls = tls;
   identity.tokenIssuedAt = identity.registeredAt;
   await saveIdentity(options.stateDir, identity);
   return { identity, registered: true };

@@ -37,6 +37,17 @@ export class RecordStore {
     return next;
   }
 
+  /** Deletes the workload's file, after any write still queued for it. Idempotent. */
+  remove(workloadId: string): Promise<void> {
+    const previous = this.queues.get(workloadId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(() => rm(this.pathOf(workloadId), { force: true }));
+    this.queues.set(workloadId, next);
+    void next.finally(() => {
+      if (this.queues.get(workloadId) === next) this.queues.delete(workloadId);
+    }).catch(() => undefined);
+    return next;
+  }
+
   async loadAll(): Promise<WorkloadRecord[]> {
     const records: WorkloadRecord[] = [];
     for (const name of await readdir(this.dir)) {

@@ -14,7 +14,7 @@ import {
 import { Topics, type EventBus } from '@corral/events';
 import type { Logger } from '@corral/logging';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir } from 'node:fs/promises';
+import { access, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   hasLogs,
@@ -31,6 +31,7 @@ import {
 } from '../drivers/driver';
 import type { DriverRegistry } from '../drivers/driver-registry';
 import { PortAllocator, portEnv } from '../ports';
+import type { VolumeManager } from '../volumes';
 import { canFollowLogs } from './log-follow';
 import { RecordStore } from './record-store';
 import { validateSpec, type WorkloadSpecInput } from './spec-validation';
@@ -48,6 +49,8 @@ export interface WorkloadSupervisorOptions {
   logger: Logger;
   /** Host ports for the workloads' routes. Default: an allocator over `<stateDir>/ports.json` and the default range. */
   ports?: PortAllocator;
+  /** Workloads' root-disk clones, removed at teardown. Absent: the agent makes none. */
+  volumes?: Pick<VolumeManager, 'remove'>;
   /** Grace period of a stop that names none. Default 10 s. */
   defaultStopTimeoutMs?: number;
   /** Extra time a driver gets, past the grace period, to report the forced kill. Default 10 s. */
@@ -60,6 +63,13 @@ export interface StopRequest {
   signal?: NodeJS.Signals;
 }
 
+export interface DestroyRequest {
+  /** Stop a live workload first (grace period, then kill) instead of refusing. */
+  force?: boolean;
+  /** Grace period of that stop. Default: the supervisor's. */
+  timeoutMs?: number;
+}
+
 export interface RecoverySummary {
   /** Still running and watched again. */
   readopted: string[];
@@ -67,7 +77,15 @@ export interface RecoverySummary {
   lost: string[];
   /** Already finished before the restart. */
   finished: string[];
+  /** Cut short mid-teardown by the restart: being torn down again. */
+  tearingDown: string[];
 }
+
+/**
+ * A workload on its way out: nothing starts, stops or pauses it any more,
+ * and an exit the driver reports now changes nothing.
+ */
+const LEAVING: ReadonlySet<InstanceState> = new Set(['tearing_down', 'retired']);
 
 /** Snapshot ids as `snapshot()` makes them, and names usable as a directory. */
 const SNAPSHOT_ID = /^snap-[0-9A-Za-z]+-[0-9a-f]+$/;
@@ -98,6 +116,8 @@ interface Entry {
   starting?: Promise<void>;
   /** The stop in progress, shared by concurrent stop calls. */
   stopping?: Promise<void>;
+  /** The teardown in progress, shared by concurrent destroy calls. */
+  destroying?: Promise<WorkloadView>;
   /** The pause or resume in progress; they run one at a time. */
   pausing?: Promise<unknown>;
   /** Settles once the task's exit has been recorded. */
@@ -144,10 +164,20 @@ export class WorkloadSupervisor {
     this.initialised = true;
     await this.store.init();
     await this.ports.init();
-    const summary: RecoverySummary = { readopted: [], lost: [], finished: [] };
+    const summary: RecoverySummary = { readopted: [], lost: [], finished: [], tearingDown: [] };
     for (const record of await this.store.loadAll()) {
       const entry: Entry = { record, writes: Promise.resolve() };
       this.entries.set(record.spec.workloadId, entry);
+      if (LEAVING.has(record.state)) {
+        // The agent went down mid-teardown: every step is idempotent, so
+        // finish it from the start. In the background: a slow runtime must
+        // not hold up the agent; destroy() joins it.
+        summary.tearingDown.push(record.spec.workloadId);
+        this.beginDestroy(entry, { force: true }).catch((err) =>
+          this.logger.error('could not finish an interrupted teardown; destroy it again', { workloadId: record.spec.workloadId, err }),
+        );
+        continue;
+      }
       if (TERMINAL_STATES.has(record.state)) {
         summary.finished.push(record.spec.workloadId);
         continue;
@@ -155,7 +185,9 @@ export class WorkloadSupervisor {
       if (await this.reattach(entry)) summary.readopted.push(record.spec.workloadId);
       else summary.lost.push(record.spec.workloadId);
     }
-    if (summary.readopted.length + summary.lost.length > 0) this.logger.info('recovered workloads', { ...summary, finished: summary.finished.length });
+    if (summary.readopted.length + summary.lost.length + summary.tearingDown.length > 0) {
+      this.logger.info('recovered workloads', { ...summary, finished: summary.finished.length });
+    }
     await this.releaseLeakedPorts();
     return summary;
   }
@@ -229,13 +261,83 @@ export class WorkloadSupervisor {
     await entry.starting?.catch(() => undefined);
     // A stop signal must not race a SIGSTOP of a pause still under way.
     await entry.pausing?.catch(() => undefined);
-    if (!entry.stopping && !TERMINAL_STATES.has(entry.record.state)) {
+    if (!entry.stopping && !TERMINAL_STATES.has(entry.record.state) && !LEAVING.has(entry.record.state)) {
       entry.stopping = this.halt(entry, request.timeoutMs ?? this.defaultStopTimeoutMs, request.signal ?? 'SIGTERM').finally(() => {
         entry.stopping = undefined;
       });
     }
     await entry.stopping;
     return viewOf(entry.record);
+  }
+
+  /**
+   * Tears a finished workload down and forgets it: `tearing_down` (the
+   * intent, persisted first), the driver's destroy (container, VM or task
+   * directory with its logs), its volume, host ports and snapshots, then
+   * `retired` is persisted and published, and the record is deleted last.
+   * So a crash anywhere leaves a record that a retry (or the next agent
+   * start) finishes; every step is idempotent. A live workload is a
+   * FailedPrecondition unless `force`, which stops it first. An unknown (or
+   * already destroyed) id answers undefined; concurrent calls share one
+   * teardown, and a failed one is tried again by the next call.
+   */
+  async destroy(workloadId: string, request: DestroyRequest = {}): Promise<WorkloadView | undefined> {
+    this.assertOpen();
+    for (;;) {
+      const entry = this.entries.get(workloadId);
+      if (!entry) return undefined;
+      if (!entry.destroying) return this.beginDestroy(entry, request);
+      const shared = await entry.destroying.catch(() => undefined);
+      if (shared) return shared;
+      // It failed: the next turn tries again (unless someone else already does).
+    }
+  }
+
+  private beginDestroy(entry: Entry, request: DestroyRequest): Promise<WorkloadView> {
+    const run = this.tearDown(entry, request).finally(() => {
+      if (entry.destroying === run) entry.destroying = undefined;
+    });
+    entry.destroying = run;
+    return run;
+  }
+
+  private async tearDown(entry: Entry, request: DestroyRequest): Promise<WorkloadView> {
+    const { record } = entry;
+    const workloadId = record.spec.workloadId;
+    await entry.starting?.catch(() => undefined);
+    await entry.pausing?.catch(() => undefined);
+    if (!LEAVING.has(record.state)) {
+      if (entry.stopping || !TERMINAL_STATES.has(record.state)) {
+        if (!request.force) throw new FailedPreconditionError(`cannot destroy workload ${workloadId}: it is ${entry.stopping ? 'stopping' : record.state} (stop it first, or force)`);
+        try {
+          await this.stop(workloadId, { timeoutMs: request.timeoutMs });
+        } catch (err) {
+          // The driver's forced destroy below kills whatever is left.
+          this.logger.warn('stop before teardown failed', { workloadId, err });
+        }
+      }
+      await this.transition(entry, { state: 'tearing_down' });
+    }
+    if (record.state === 'tearing_down') {
+      const driver = this.options.drivers.find(record.spec.driver);
+      if (record.handle) {
+        if (!driver) throw new FailedPreconditionError(`driver ${record.spec.driver} is not available on this host: cannot tear workload ${workloadId} down`);
+        // Forced: past the recorded intent, anything of it still alive is a leftover.
+        await driver.destroy(record.handle, { force: true });
+      }
+      await this.options.volumes?.remove(workloadId);
+      await this.ports.release(workloadId);
+      // Snapshots belong to the workload they were taken of and go with it.
+      await rm(join(this.options.stateDir, 'snapshots', workloadId), { recursive: true, force: true });
+      await this.transition(entry, { state: 'retired', finishedAt: record.finishedAt ?? this.now().toISOString() });
+    }
+    const view = viewOf(record);
+    // Last: until the file is gone, a restarted agent finishes the job.
+    await entry.writes.catch(() => undefined);
+    await this.store.remove(workloadId);
+    if (this.entries.get(workloadId) === entry) this.entries.delete(workloadId);
+    this.logger.info('workload destroyed', { workloadId });
+    return view;
   }
 
   /**
@@ -508,7 +610,7 @@ export class WorkloadSupervisor {
   }
 
   private async recordExit(entry: Entry, exit: ExitResult): Promise<void> {
-    if (this.closed || TERMINAL_STATES.has(entry.record.state)) return;
+    if (this.closed || TERMINAL_STATES.has(entry.record.state) || LEAVING.has(entry.record.state)) return;
     const exitCode = exit.exitCode ?? signalExitCode(exit.signal);
     const how = exit.exitCode !== undefined ? `exited with code ${exit.exitCode}` : exit.signal ? `killed by ${exit.signal}` : (exit.detail ?? 'exited');
     const clean = entry.record.stopRequested || exit.exitCode === 0;

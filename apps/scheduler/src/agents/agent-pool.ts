@@ -1,31 +1,67 @@
-import { createClient, type PromiseClient } from '@corral/grpc';
+import { FailedPreconditionError } from '@corral/domain';
+import { createClient, mutualTlsChannelCredentials, type PromiseClient, type TlsMaterial } from '@corral/grpc';
 import { agentV1 } from '@corral/proto';
 
 export type AgentClient = PromiseClient<agentV1.NodeAgentServiceClient>;
 
-/** One gRPC channel per agent address, reused across calls. */
+/** Which agent to call: its host id is whom the agent's certificate must name, the address only where to dial. */
+export interface AgentTarget {
+  id: string;
+  agentAddress: string;
+}
+
+export interface AgentPoolOptions {
+  deadlineMs: number;
+  /**
+   * The scheduler's control-plane certificate (AGENT_TLS_*): agents are
+   * called over mutual TLS, and each must present a certificate naming the
+   * host the call is for. Without it agents are called in plaintext.
+   */
+  tls?: TlsMaterial;
+}
+
+/**
+ * One gRPC channel per agent, reused across calls. Keyed by host id and
+ * address: the same address serving another host (an agent replaced behind
+ * it) is another channel, checked against the other identity.
+ */
 export class AgentPool {
-  private readonly clients = new Map<string, AgentClient>();
+  private readonly clients = new Map<string, { address: string; client: AgentClient }>();
+  private readonly options: AgentPoolOptions;
 
-  constructor(private readonly deadlineMs: number) {}
-
-  get(address: string): AgentClient {
-    let client = this.clients.get(address);
-    if (!client) {
-      client = createClient(agentV1.NodeAgentServiceClient, address, { deadlineMs: this.deadlineMs });
-      this.clients.set(address, client);
-    }
-    return client;
+  constructor(options: AgentPoolOptions | number) {
+    this.options = typeof options === 'number' ? { deadlineMs: options } : options;
   }
 
-  /** Drops a host's channel, e.g. after its agent moved to another address. */
+  get mutualTls(): boolean {
+    return this.options.tls !== undefined;
+  }
+
+  /** The host (from the host directory), not only its address: with TLS the agent must prove it is that host. */
+  get(target: AgentTarget): AgentClient {
+    const { id, agentAddress } = target;
+    if (this.options.tls && !id) throw new FailedPreconditionError(`calling the agent at ${agentAddress} over mutual TLS needs the host id it must prove`);
+    const key = `${id}@${agentAddress}`;
+    let entry = this.clients.get(key);
+    if (!entry) {
+      const credentials = this.options.tls ? mutualTlsChannelCredentials(this.options.tls, { kind: 'host', hostId: id }) : undefined;
+      entry = { address: agentAddress, client: createClient(agentV1.NodeAgentServiceClient, agentAddress, { deadlineMs: this.options.deadlineMs, credentials }) };
+      this.clients.set(key, entry);
+    }
+    return entry.client;
+  }
+
+  /** Drops the channels to an address, e.g. after its agent moved or its host was deleted. */
   evict(address: string): void {
-    this.clients.get(address)?.close();
-    this.clients.delete(address);
+    for (const [key, entry] of this.clients) {
+      if (entry.address !== address) continue;
+      entry.client.close();
+      this.clients.delete(key);
+    }
   }
 
   closeAll(): void {
-    for (const client of this.clients.values()) client.close();
+    for (const entry of this.clients.values()) entry.client.close();
     this.clients.clear();
   }
 }

@@ -44,10 +44,14 @@ function unaryHandlers(workloads: WorkloadService, logger: Logger) {
         return { workload: workloadToProto(await workloads.get(req.id, team(req.teamId))) };
       },
       async listWorkloads(req) {
-        return { workloads: (await workloads.list(team(req.teamId))).map(workloadToProto) };
+        const rows = await workloads.list(team(req.teamId), { hostId: req.hostId || undefined, excludeTerminal: req.excludeTerminal });
+        return { workloads: rows.map(workloadToProto) };
       },
       async stopWorkload(req) {
         return { workload: workloadToProto(await workloads.stop(req.id, team(req.teamId), req.timeoutSeconds)) };
+      },
+      async destroyWorkload(req) {
+        return { workload: workloadToProto(await workloads.destroy(req.id, team(req.teamId), { force: req.force, timeoutSeconds: req.timeoutSeconds })) };
       },
       async restoreWorkload(req) {
         return { workload: workloadToProto(await workloads.restore(req.id, team(req.teamId), req.snapshotId, req.name)) };

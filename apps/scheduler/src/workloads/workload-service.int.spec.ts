@@ -19,6 +19,8 @@ describeWithDatabase('WorkloadService', () => {
   const started: agentV1.WorkloadSpec[] = [];
   let seq = 0;
   let stopAnswer: 'ok' | 'not-found' = 'ok';
+  let destroyAnswer: 'ok' | 'unknown' | 'refuse' = 'ok';
+  const destroyed: agentV1.DestroyWorkloadRequest[] = [];
   /** What the scripted agent knows: state and ports per workload. */
   const onAgent = new Map<string, { state: InstanceState; ports: agentV1.PortMapping[] }>();
   let pauseAnswer: 'ok' | 'cannot-pause' | 'not-found' = 'ok';
@@ -29,7 +31,12 @@ describeWithDatabase('WorkloadService', () => {
   const hosts: DirectoryHost[] = [];
   const directory: HostDirectory = {
     list: async (teamId) => hosts.filter((h) => h.teamId === null || h.teamId === teamId),
-    get: async (id) => hosts.find((h) => h.id === id)!,
+    get: async (id) => {
+      const host = hosts.find((h) => h.id === id);
+      // As host-registry answers for a deleted host.
+      if (!host) throw new NotFoundError(`host ${id} not found`);
+      return host;
+    },
     close: () => undefined,
   };
 
@@ -70,6 +77,12 @@ describeWithDatabase('WorkloadService', () => {
                 if (!known) throw new NotFoundError('no such workload');
                 known.state = InstanceState.INSTANCE_STATE_RUNNING;
                 return { workload: record({ workloadId: req.workloadId, driver: 'process' }, known.state, { ports: known.ports }) };
+              },
+              async destroyWorkload(req) {
+                destroyed.push(req);
+                if (destroyAnswer === 'refuse') throw new FailedPreconditionError('workload is still running');
+                if (destroyAnswer === 'unknown') return { workload: undefined };
+                return { workload: record({ workloadId: req.workloadId, driver: 'process' }, InstanceState.INSTANCE_STATE_RETIRED, { exited: true, exitCode: 143 }) };
               },
               async stopWorkload(req) {
                 if (stopAnswer === 'not-found') throw new NotFoundError('no such workload');
@@ -161,6 +174,22 @@ describeWithDatabase('WorkloadService', () => {
     const w = await db.prisma.workload.create({ data: { name: 'theirs', teamId: team.id, driver: 'process', command: ['x'], env: {} } });
     await expect(service.get(w.id, 'some-other-team')).rejects.toMatchObject({ name: 'NotFoundError' });
     await expect(service.get(w.id, team.id)).resolves.toMatchObject({ id: w.id });
+  });
+
+  it("lists one host's workloads, optionally only those not at rest, within the team", async () => {
+    const [mine, other] = await Promise.all(['hostlist-mine', 'hostlist-other'].map((name) => db.prisma.team.create({ data: { name } })));
+    const row = (name: string, teamId: string, hostId: string, state: string) =>
+      db.prisma.workload.create({ data: { name, teamId, hostId, state, driver: 'process', command: ['x'], env: {} } });
+    const live = await row('live', mine.id, 'h-1', 'running');
+    const missing = await row('lost', mine.id, 'h-1', 'missing');
+    const done = await row('done', mine.id, 'h-1', 'stopped');
+    await row('elsewhere', mine.id, 'h-offline', 'running');
+    await row('not-mine', other.id, 'h-1', 'running');
+
+    const ids = (rows: { id: string }[]) => rows.map((r) => r.id).sort();
+    expect(ids(await service.list(mine.id, { hostId: 'h-1' }))).toEqual(ids([live, missing, done]));
+    expect(ids(await service.list(mine.id, { hostId: 'h-1', excludeTerminal: true }))).toEqual(ids([live, missing]));
+    expect((await service.list(null, { hostId: 'h-1', excludeTerminal: true })).map((r) => r.name)).toEqual(expect.arrayContaining(['live', 'lost', 'not-mine']));
   });
 
   // Tests above point the host at a dead agent: these need the scripted one.
@@ -302,6 +331,96 @@ describeWithDatabase('WorkloadService', () => {
       await expect(service.pause(w.id, null)).rejects.toMatchObject({ name: 'FailedPreconditionError', message: expect.stringContaining('it is stopped') });
       await expect(service.resume(w.id, null)).rejects.toMatchObject({ name: 'FailedPreconditionError' });
       await expect(service.pause('00000000-0000-0000-0000-000000000000', null)).rejects.toMatchObject({ name: 'NotFoundError' });
+    });
+  });
+
+  describe('destroy', () => {
+    useScriptedAgent();
+    const statesOf = async (id: string) => (await db.prisma.workloadEvent.findMany({ where: { workloadId: id }, orderBy: { createdAt: 'asc' } })).map((e) => e.state);
+    const newStopped = async (name: string) => {
+      const w = await service.create({ teamId: null, name, driver: 'process', command: ['x'] });
+      return service.stop(w.id, null);
+    };
+
+    it('tears a stopped workload down: tearing_down first, the agent, then retired; again changes nothing', async () => {
+      const w = await newStopped('rm-stopped');
+      const retired = await service.destroy(w.id, null);
+      expect(retired).toMatchObject({ state: 'retired', ports: [] });
+      expect(destroyed.at(-1)).toMatchObject({ workloadId: w.id, force: false });
+      const states = await statesOf(w.id);
+      expect(states.slice(states.indexOf('stopped'))).toEqual(['stopped', 'tearing_down', 'retired']);
+      const calls = destroyed.length;
+      expect(await service.destroy(w.id, null)).toMatchObject({ state: 'retired', stateSeq: retired.stateSeq });
+      expect(destroyed).toHaveLength(calls);
+    });
+
+    it('refuses a live workload unless forced, asking nothing of the agent; forced, the agent stops it first', async () => {
+      const w = await service.create({ teamId: null, name: 'rm-live', driver: 'process', command: ['x'] });
+      const calls = destroyed.length;
+      await expect(service.destroy(w.id, null)).rejects.toMatchObject({ name: 'FailedPreconditionError' });
+      expect(destroyed).toHaveLength(calls);
+      expect((await service.get(w.id, null)).state).toBe('running');
+      expect(await service.destroy(w.id, null, { force: true, timeoutSeconds: 3 })).toMatchObject({ state: 'retired' });
+      expect(destroyed.at(-1)).toMatchObject({ workloadId: w.id, force: true, timeoutSeconds: 3 });
+    });
+
+    it("hides another team's workload as not found", async () => {
+      const team = await db.prisma.team.create({ data: { name: 'rm-team' } });
+      const w = await db.prisma.workload.create({ data: { name: 'theirs', teamId: team.id, hostId: 'h-1', state: 'stopped', driver: 'process', command: ['x'], env: {} } });
+      await expect(service.destroy(w.id, 'another-team')).rejects.toMatchObject({ name: 'NotFoundError' });
+      expect((await service.get(w.id, null)).state).toBe('stopped');
+      expect(await service.destroy(w.id, team.id)).toMatchObject({ state: 'retired' });
+    });
+
+    it('a host that does not know the workload any more: retired all the same', async () => {
+      const w = await newStopped('rm-unknown');
+      destroyAnswer = 'unknown';
+      try {
+        expect(await service.destroy(w.id, null)).toMatchObject({ state: 'retired' });
+      } finally {
+        destroyAnswer = 'ok';
+      }
+    });
+
+    it('a host that refuses withdraws the intent and passes the refusal on', async () => {
+      const w = await newStopped('rm-refused');
+      destroyAnswer = 'refuse';
+      try {
+        await expect(service.destroy(w.id, null)).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+      } finally {
+        destroyAnswer = 'ok';
+      }
+      expect((await service.get(w.id, null)).state).toBe('stopped');
+    });
+
+    it('a host that is deleted or down: retired with the reason, without asking it', async () => {
+      const gone = await newStopped('rm-host-deleted');
+      const down = await newStopped('rm-host-down');
+      const live = await service.create({ teamId: null, name: 'rm-host-deleted-live', driver: 'process', command: ['x'] });
+      hosts.push({ id: 'h-down', name: 'down', status: 'down', teamId: null, drivers: [], agentAddress: agent.address });
+      // h-deleted is soft-deleted in host-registry: the directory no longer knows it.
+      for (const id of ['h-down', 'h-deleted']) await db.prisma.host.create({ data: { id, name: id, status: 'down', agentAddress: agent.address, capacity: {}, drivers: [] } });
+      await db.prisma.workload.updateMany({ where: { id: { in: [gone.id, live.id] } }, data: { hostId: 'h-deleted' } });
+      await db.prisma.workload.update({ where: { id: down.id }, data: { hostId: 'h-down' } });
+      const calls = destroyed.length;
+      expect(await service.destroy(gone.id, null)).toMatchObject({ state: 'retired', reason: 'retired without teardown: its host is deleted' });
+      expect(await service.destroy(down.id, null)).toMatchObject({ state: 'retired', reason: 'retired without teardown: its host is down' });
+      await expect(service.destroy(live.id, null)).rejects.toMatchObject({ name: 'FailedPreconditionError' });
+      expect(await service.destroy(live.id, null, { force: true })).toMatchObject({ state: 'retired', reason: 'retired without teardown: its host is deleted' });
+      expect(destroyed).toHaveLength(calls);
+    });
+
+    it('an unreachable agent leaves it tearing_down (visible, not hidden); calling again finishes it', async () => {
+      const w = await newStopped('rm-unreachable');
+      const h1 = hosts.find((h) => h.id === 'h-1');
+      if (!h1) throw new Error('host h-1 is missing');
+      h1.agentAddress = `127.0.0.1:${await freePort()}`;
+      await expect(service.destroy(w.id, null)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+      expect((await service.get(w.id, null)).state).toBe('tearing_down');
+      // A stop of a workload being torn down does not bring it back.
+      expect(await service.stop(w.id, null)).toMatchObject({ state: 'tearing_down' });
+      h1.agentAddress = agent.address;
+      expect(await service.destroy(w.id, null)).toMatchObject({ state: 'retired' });
     });
   });
 });

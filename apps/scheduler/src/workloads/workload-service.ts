@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import {
   FailedPreconditionError,
+  INSTANCE_STATES,
   TERMINAL_STATES,
   instanceStateFromProto,
   isCorralError,
@@ -15,8 +16,8 @@ import type { Workload as WorkloadRow } from '@corral/db';
 import type { Logger } from '@corral/logging';
 import type { agentV1 } from '@corral/proto';
 import type { AgentClient, AgentPool } from '../agents/agent-pool';
-import type { HostDirectory } from '../hosts/host-directory';
-import { portsOf, routesOf, type AgentReport, type WorkloadStore } from './workload-store';
+import type { DirectoryHost, HostDirectory } from '../hosts/host-directory';
+import { portsOf, routesOf, type AgentReport, type WorkloadListFilter, type WorkloadStore } from './workload-store';
 
 export interface CreateWorkloadInput extends WorkloadSpecInput {
   teamId: string | null;
@@ -46,6 +47,18 @@ function startFailureReason(err: unknown): string {
   if (err.code === 'INTERNAL') return 'agent call failed';
   return `agent refused: ${err.message}`;
 }
+
+export interface DestroyOptions {
+  /** Stop a live workload first instead of refusing. */
+  force?: boolean;
+  /** Grace period of that stop; 0 or absent: the default. */
+  timeoutSeconds?: number;
+}
+
+/** Every state a workload can be retired from. */
+const NOT_RETIRED: InstanceState[] = INSTANCE_STATES.filter((s) => s !== 'retired');
+/** Workloads in these states may still run somewhere: destroying them needs force. */
+const isLive = (state: InstanceState) => !TERMINAL_STATES.has(state) && state !== 'tearing_down';
 
 export class WorkloadService {
   private cursor = 0;
@@ -89,7 +102,7 @@ export class WorkloadService {
     this.logger.info('workload placed', { workloadId: id, hostId: host.id, reason: decision.reason });
     await this.store.transition(id, ['pending'], 'provisioning', `starting on ${host.name}`);
     try {
-      const res = await this.agents.get(host.agentAddress).startWorkload({
+      const res = await this.agents.get(host).startWorkload({
         spec: {
           workloadId: id,
           name: spec.name,
@@ -146,7 +159,7 @@ export class WorkloadService {
     });
     await this.store.transition(id, ['pending'], 'provisioning', `restoring on ${host.name}`);
     try {
-      const res = await this.agents.get(host.agentAddress).restoreWorkload({
+      const res = await this.agents.get(host).restoreWorkload({
         spec: {
           workloadId: id,
           name: spec.name,
@@ -176,14 +189,14 @@ export class WorkloadService {
     return this.store.get(id, teamId);
   }
 
-  list(teamId: string | null) {
-    return this.store.list(teamId);
+  list(teamId: string | null, filter: WorkloadListFilter = {}) {
+    return this.store.list(teamId, filter);
   }
 
   /** Idempotent: a workload already stopped (or failed) is returned unchanged. */
   async stop(id: string, teamId: string | null, timeoutSeconds?: number): Promise<WorkloadRow> {
     const workload = await this.store.get(id, teamId);
-    if (TERMINAL_STATES.has(workload.state as InstanceState)) return workload;
+    if (TERMINAL_STATES.has(workload.state as InstanceState) || workload.state === 'tearing_down') return workload;
     if (!workload.hostId) {
       await this.store.transition(id, [workload.state as InstanceState], 'stopped', 'stopped before it was placed');
       return this.store.get(id, null);
@@ -192,7 +205,7 @@ export class WorkloadService {
     const host = await this.hosts.get(workload.hostId);
     const timeout = timeoutSeconds || this.defaultStopTimeoutSeconds;
     try {
-      const res = await this.agents.get(host.agentAddress).stopWorkload(
+      const res = await this.agents.get(host).stopWorkload(
         { workloadId: id, timeoutSeconds: timeout, signal: 'SIGTERM' },
         // The agent waits up to the grace period before killing; leave room for that.
         { deadlineMs: (timeout + 10) * 1000 },
@@ -207,6 +220,68 @@ export class WorkloadService {
       }
     }
     return this.store.get(id, null);
+  }
+
+  /**
+   * Tears a workload down on its host and retires it: `tearing_down` is
+   * written first (the intent), then the agent's DestroyWorkload (which
+   * removes the container or VM, volume, ports and logs), then `retired`.
+   * Idempotent: a retired workload is returned unchanged, one left
+   * tearing_down is finished. A live workload is a FailedPrecondition unless
+   * `force` (the agent stops it first). When the host is gone (deleted or
+   * down) nothing can be torn down there: the record is retired with that
+   * reason rather than left waiting. An unreachable host leaves it
+   * tearing_down and the call fails; calling again finishes it.
+   */
+  async destroy(id: string, teamId: string | null, options: DestroyOptions = {}): Promise<WorkloadRow> {
+    const workload = await this.store.get(id, teamId);
+    const state = workload.state as InstanceState;
+    if (state === 'retired') return workload;
+    if (isLive(state) && !options.force) {
+      throw new FailedPreconditionError(`cannot destroy workload ${id}: it is ${state} (stop it first, or force)`);
+    }
+    if (!workload.hostId) {
+      await this.store.transition(id, NOT_RETIRED, 'retired', 'retired before it was placed', { reason: 'retired before it was placed' });
+      return this.store.get(id, null);
+    }
+    const host = await this.hostOrGone(workload.hostId);
+    if (typeof host === 'string') {
+      const reason = `retired without teardown: its host is ${host}`;
+      await this.store.transition(id, NOT_RETIRED, 'retired', reason, { reason });
+      this.logger.warn('workload retired without teardown', { workloadId: id, hostId: workload.hostId, why: host });
+      return this.store.get(id, null);
+    }
+    if (state !== 'tearing_down') await this.store.transition(id, [state], 'tearing_down', 'teardown requested');
+    const timeout = options.timeoutSeconds || this.defaultStopTimeoutSeconds;
+    try {
+      const res = await this.agents.get(host).destroyWorkload(
+        { workloadId: id, force: options.force ?? false, timeoutSeconds: timeout },
+        // A forced destroy stops first (grace period, then kill); the runtime then removes what is left.
+        { deadlineMs: (timeout + 30) * 1000 },
+      );
+      if (res.workload) await this.store.applyAgentReport(id, reportFromAgent(res.workload), 'destroy-response');
+    } catch (err) {
+      if (isCorralError(err) && err.code === 'FAILED_PRECONDITION' && state !== 'tearing_down') {
+        // The host refused (it still runs there): the intent is withdrawn; its reports tell the state.
+        await this.store.transition(id, ['tearing_down'], state, 'teardown refused by its host');
+      }
+      throw err;
+    }
+    // The host has nothing of it left, whether it answered with the retired record or did not know it.
+    await this.store.transition(id, NOT_RETIRED, 'retired', `torn down on ${host.name}`);
+    this.logger.info('workload destroyed', { workloadId: id, hostId: host.id });
+    return this.store.get(id, null);
+  }
+
+  /** The workload's host, or why there is none to ask any more (deleted, down). */
+  private async hostOrGone(hostId: string): Promise<DirectoryHost | 'deleted' | 'down'> {
+    try {
+      const host = await this.hosts.get(hostId);
+      return host.status === 'down' ? 'down' : host;
+    } catch (err) {
+      if (isCorralError(err) && err.code === 'NOT_FOUND') return 'deleted';
+      throw err;
+    }
   }
 
   /**
@@ -235,7 +310,7 @@ export class WorkloadService {
       if (routesOf(row).length > 0 && portsOf(row).length === 0 && row.hostId) {
         try {
           const host = await this.hosts.get(row.hostId);
-          const res = await this.agents.get(host.agentAddress).inspectWorkload({ workloadId: id });
+          const res = await this.agents.get(host).inspectWorkload({ workloadId: id });
           if (res.workload) await this.store.applyAgentReport(id, reportFromAgent(res.workload), 'inspect');
         } catch (err) {
           this.logger.warn('could not read the ports of a workload from its agent', { workloadId: id, err });
@@ -255,7 +330,7 @@ export class WorkloadService {
       throw new FailedPreconditionError(`cannot ${verb} workload ${id}: it is ${state}`);
     }
     const host = await this.hosts.get(workload.hostId);
-    const agent = this.agents.get(host.agentAddress);
+    const agent = this.agents.get(host);
     try {
       const res = to === 'paused' ? await agent.pauseWorkload({ workloadId: id }) : await agent.resumeWorkload({ workloadId: id });
       if (res.workload) await this.store.applyAgentReport(id, reportFromAgent(res.workload), `${verb}-response`);
@@ -287,7 +362,7 @@ export class WorkloadService {
     if (!workload.hostId || options.signal?.aborted) return;
     const host = await this.hosts.get(workload.hostId);
     const chunks = this.agents
-      .get(host.agentAddress)
+      .get(host)
       .stream('streamLogs', { workloadId: id, tailBytes: options.tailBytes, follow: options.follow }, { signal: options.signal });
     for await (const chunk of chunks) yield Buffer.from(chunk.data);
   }
@@ -302,14 +377,14 @@ export class WorkloadService {
     const state = workload.state as InstanceState;
     if (!workload.hostId || TERMINAL_STATES.has(state)) throw new FailedPreconditionError(`cannot ${what} workload ${id}: it is ${state}`);
     const host = await this.hosts.get(workload.hostId);
-    return this.agents.get(host.agentAddress);
+    return this.agents.get(host);
   }
 
   async logs(id: string, teamId: string | null, tailBytes: number): Promise<{ data: Buffer; truncated: boolean }> {
     const workload = await this.store.get(id, teamId);
     if (!workload.hostId) return { data: Buffer.alloc(0), truncated: false };
     const host = await this.hosts.get(workload.hostId);
-    const res = await this.agents.get(host.agentAddress).readLogs({ workloadId: id, tailBytes });
+    const res = await this.agents.get(host).readLogs({ workloadId: id, tailBytes });
     return { data: Buffer.from(res.data), truncated: res.truncated };
   }
 }

@@ -47,6 +47,11 @@ export interface AgentReport {
   ports?: PortMapping[];
 }
 
+export interface WorkloadListFilter {
+  hostId?: string;
+  excludeTerminal?: boolean;
+}
+
 /** Durable workload records. Every change also lands in workload_events. */
 export class WorkloadStore {
   constructor(private readonly prisma: PrismaClient) {}
@@ -83,8 +88,17 @@ export class WorkloadStore {
     return row;
   }
 
-  async list(teamId: string | null): Promise<WorkloadRow[]> {
-    return this.prisma.workload.findMany({ where: teamId ? { teamId } : {}, orderBy: { createdAt: 'desc' }, take: 1000 });
+  /** Newest first. `hostId` narrows to one host's workloads, `excludeTerminal` to those not at rest. */
+  async list(teamId: string | null, filter: WorkloadListFilter = {}): Promise<WorkloadRow[]> {
+    return this.prisma.workload.findMany({
+      where: {
+        ...(teamId ? { teamId } : {}),
+        ...(filter.hostId ? { hostId: filter.hostId } : {}),
+        ...(filter.excludeTerminal ? { state: { notIn: [...TERMINAL_STATES] } } : {}),
+      },
+      orderBy: { createdAt: 'desc' },
+      take: 1000,
+    });
   }
 
   /**

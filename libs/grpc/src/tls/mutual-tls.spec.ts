@@ -6,7 +6,7 @@ import { createClient } from '../client/client';
 import { checkHealth } from '../client/health';
 import { implementUnary } from '../server/handlers';
 import { startGrpcServer, type RunningGrpcServer } from '../server/server';
-import { controlPlaneOnly, mutualTlsChannelCredentials, mutualTlsServerCredentials, RotatingCertificateProvider, type TlsMaterial } from './mutual-tls';
+import { controlPlaneOnly, mutualTlsChannelCredentials, mutualTlsProbeCredentials, mutualTlsServerCredentials, RotatingCertificateProvider, type TlsMaterial } from './mutual-tls';
 
 // Real TLS over loopback: an "agent" server that only the control plane may
 // call, and clients holding every kind of certificate.
@@ -82,5 +82,20 @@ describe('mutual TLS between the control plane and agents', () => {
     const client = await material(ca, scheduler, ['client']);
     await expect(call(mutualTlsChannelCredentials(client, renewedIdentity))).resolves.toMatchObject({ workload: { id: 'w1' } });
     await expect(call(mutualTlsChannelCredentials(client, hostA))).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  });
+
+  it('drops connections until a provider created without material gets its first certificate', async () => {
+    const later = new RotatingCertificateProvider();
+    const waiting = await startGrpcServer({ host: '127.0.0.1', port: 0, logger: silentLogger, credentials: mutualTlsServerCredentials(later), services: [] });
+    try {
+      const probe = mutualTlsProbeCredentials(await material(ca, scheduler, ['client']));
+      await expect(checkHealth(waiting.address, '', { deadlineMs: 2000, credentials: probe })).rejects.toThrow();
+      expect(later.hasMaterial).toBe(false);
+      later.update(await material(ca, { kind: 'host', hostId: 'host-late' }, ['server', 'client']));
+      // The probe accepts any host the CA vouches for: it does not yet know which one registered.
+      await expect(checkHealth(waiting.address, '', { deadlineMs: 5000, credentials: mutualTlsProbeCredentials(await material(ca, scheduler, ['client'])) })).resolves.toBe('SERVING');
+    } finally {
+      await waiting.stop(100);
+    }
   });
 });

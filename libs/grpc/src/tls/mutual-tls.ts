@@ -25,21 +25,27 @@ export interface TlsMaterial {
 /**
  * Server certificates that can be replaced while the server runs (an agent
  * renews its certificate with its JWT): new handshakes use the newest
- * material, open connections keep theirs.
+ * material, open connections keep theirs. Created without material (an
+ * agent that has yet to register), the server drops every connection until
+ * the first `update`.
  */
 export class RotatingCertificateProvider implements experimental.CertificateProvider {
-  private material: TlsMaterial;
+  private material: TlsMaterial | undefined;
   private readonly caListeners = new Set<experimental.CaCertificateUpdateListener>();
   private readonly identityListeners = new Set<experimental.IdentityCertificateUpdateListener>();
 
-  constructor(material: TlsMaterial) {
+  constructor(material?: TlsMaterial) {
     this.material = material;
+  }
+
+  get hasMaterial(): boolean {
+    return this.material !== undefined;
   }
 
   update(material: TlsMaterial): void {
     this.material = material;
-    for (const listener of this.caListeners) listener(this.caUpdate());
-    for (const listener of this.identityListeners) listener(this.identityUpdate());
+    for (const listener of this.caListeners) listener(this.caUpdate(material));
+    for (const listener of this.identityListeners) listener(this.identityUpdate(material));
   }
 
   // The first update is delivered on a later tick, as grpc-js's own file
@@ -47,7 +53,7 @@ export class RotatingCertificateProvider implements experimental.CertificateProv
   // waits for the update, so a synchronous one would reach nobody.
   addCaCertificateListener(listener: experimental.CaCertificateUpdateListener): void {
     this.caListeners.add(listener);
-    setImmediate(() => this.caListeners.has(listener) && listener(this.caUpdate()));
+    setImmediate(() => this.caListeners.has(listener) && this.material && listener(this.caUpdate(this.material)));
   }
 
   removeCaCertificateListener(listener: experimental.CaCertificateUpdateListener): void {
@@ -56,19 +62,19 @@ export class RotatingCertificateProvider implements experimental.CertificateProv
 
   addIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
     this.identityListeners.add(listener);
-    setImmediate(() => this.identityListeners.has(listener) && listener(this.identityUpdate()));
+    setImmediate(() => this.identityListeners.has(listener) && this.material && listener(this.identityUpdate(this.material)));
   }
 
   removeIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
     this.identityListeners.delete(listener);
   }
 
-  private caUpdate(): experimental.CaCertificateUpdate {
-    return { caCertificate: Buffer.from(this.material.caCertificatePem) };
+  private caUpdate(material: TlsMaterial): experimental.CaCertificateUpdate {
+    return { caCertificate: Buffer.from(material.caCertificatePem) };
   }
 
-  private identityUpdate(): experimental.IdentityCertificateUpdate {
-    return { certificate: Buffer.from(this.material.certificatePem), privateKey: Buffer.from(this.material.privateKeyPem) };
+  private identityUpdate(material: TlsMaterial): experimental.IdentityCertificateUpdate {
+    return { certificate: Buffer.from(material.certificatePem), privateKey: Buffer.from(material.privateKeyPem) };
   }
 }
 
@@ -89,6 +95,22 @@ export function mutualTlsChannelCredentials(material: TlsMaterial, expectedPeer:
       const presented = identitiesFromSubjectAltName(certificate.subjectaltname);
       if (presented.some((identity) => sameIdentity(identity, expectedPeer))) return undefined;
       return new Error(`the server's certificate does not name ${identityUri(expectedPeer)}`);
+    },
+  });
+}
+
+/**
+ * Client credentials for a health probe that does not know which host will
+ * answer (a launcher waiting for an agent that is still registering): the
+ * server's certificate must chain to the CA and name *some* host, and only
+ * the open methods (health) will answer a caller like this anyway unless it
+ * holds a control-plane certificate.
+ */
+export function mutualTlsProbeCredentials(material: TlsMaterial): ChannelCredentials {
+  return credentials.createSsl(Buffer.from(material.caCertificatePem), Buffer.from(material.privateKeyPem), Buffer.from(material.certificatePem), {
+    checkServerIdentity: (_host, certificate) => {
+      if (identitiesFromSubjectAltName(certificate.subjectaltname).some((identity) => identity.kind === 'host')) return undefined;
+      return new Error("the server's certificate names no host");
     },
   });
 }

@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { createCertificateAuthority, CertificateAuthority } from './certificate-authority';
+import { createCertificateAuthority, CertificateAuthority, verifyCertificateRequest } from './certificate-authority';
 import { createCertificateRequest } from '../requests/certificate-request';
 import { generateKeyPair } from '../keys/key-pair';
 import { identitiesFromSubjectAltName } from '../identity/workload-identity';
@@ -58,6 +58,10 @@ describe('CertificateAuthority', () => {
     der[der.length - 4] ^= 0xff;
     const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
     await expect(ca.issue({ ...base, csrPem: tampered })).rejects.toMatchObject({ name: 'InvalidArgumentError', field: 'csr' });
+    // The same checks on their own, for callers that must refuse before spending anything.
+    await expect(verifyCertificateRequest('garbage')).rejects.toMatchObject({ name: 'InvalidArgumentError', field: 'csr' });
+    await expect(verifyCertificateRequest(tampered)).rejects.toMatchObject({ name: 'InvalidArgumentError', field: 'csr' });
+    await expect(verifyCertificateRequest(csrPem)).resolves.toBeUndefined();
     await expect(ca.issue({ ...base, csrPem, validForSeconds: 0 })).rejects.toMatchObject({ field: 'validForSeconds' });
     await expect(ca.issue({ ...base, csrPem, usages: [] })).rejects.toMatchObject({ field: 'usages' });
     await expect(ca.issue({ ...base, csrPem, ipAddresses: ['not-an-ip'] })).rejects.toMatchObject({ field: 'ipAddresses' });

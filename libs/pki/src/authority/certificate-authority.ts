@@ -48,6 +48,28 @@ function serialNumber(): string {
   return bytes.toString('hex');
 }
 
+async function parseCertificateRequest(csrPem: string): Promise<x509.Pkcs10CertificateRequest> {
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrPem);
+  } catch (cause) {
+    throw new InvalidArgumentError('not a PEM certificate signing request', { field: 'csr', cause });
+  }
+  if (!(await csr.verify())) throw new InvalidArgumentError('the request is not signed by the key it carries', { field: 'csr' });
+  const algorithm = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm;
+  if (algorithm.name !== 'ECDSA' || algorithm.namedCurve !== 'P-256') throw new InvalidArgumentError('the key must be ECDSA P-256', { field: 'csr' });
+  return csr;
+}
+
+/**
+ * The checks `issue` makes on a request, on their own: lets a caller refuse
+ * a bad request (InvalidArgument naming `csr`) before it spends anything,
+ * such as a single-use registration token.
+ */
+export async function verifyCertificateRequest(csrPem: string): Promise<void> {
+  await parseCertificateRequest(csrPem);
+}
+
 export async function createCertificateAuthority(options: { commonName?: string; validForDays?: number; now?: Date } = {}): Promise<CaMaterial> {
   const now = options.now ?? new Date();
   const { privateKeyPem } = generateKeyPair();
@@ -87,15 +109,7 @@ export class CertificateAuthority {
   }
 
   async issue(request: IssueRequest): Promise<IssuedCertificate> {
-    let csr: x509.Pkcs10CertificateRequest;
-    try {
-      csr = new x509.Pkcs10CertificateRequest(request.csrPem);
-    } catch (cause) {
-      throw new InvalidArgumentError('not a PEM certificate signing request', { field: 'csr', cause });
-    }
-    if (!(await csr.verify())) throw new InvalidArgumentError('the request is not signed by the key it carries', { field: 'csr' });
-    const algorithm = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm;
-    if (algorithm.name !== 'ECDSA' || algorithm.namedCurve !== 'P-256') throw new InvalidArgumentError('the key must be ECDSA P-256', { field: 'csr' });
+    const csr = await parseCertificateRequest(request.csrPem);
     if (!(request.validForSeconds > 0 && request.validForSeconds <= MAX_LEAF_VALIDITY_SECONDS)) {
       throw new InvalidArgumentError(`must be between 1 and ${MAX_LEAF_VALIDITY_SECONDS}`, { field: 'validForSeconds' });
     }

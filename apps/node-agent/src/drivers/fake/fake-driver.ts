@@ -52,7 +52,19 @@ interface FakeTask {
 export class FakeMachine {
   readonly tasks = new Map<string, FakeTask>();
   private readonly scripts = new Map<string, FakeScript>();
+  private readonly destroyFailures = new Map<string, Error[]>();
   private nextId = 1;
+
+  /** Makes the next `times` destroy() calls of `workloadId` reject with `error` (before doing anything). */
+  failDestroy(workloadId: string, error: Error, times = 1): this {
+    this.destroyFailures.set(workloadId, Array.from({ length: times }, () => error));
+    return this;
+  }
+
+  /** The scripted destroy failure due now, if any (consumed). */
+  takeDestroyFailure(workloadId: string): Error | undefined {
+    return this.destroyFailures.get(workloadId)?.shift();
+  }
 
   /** Sets the outcome of the next start of `workloadId`. */
   script(workloadId: string, script: FakeScript): this {
@@ -176,6 +188,8 @@ export class FakeDriver implements Driver, LogsCapability {
 
   async destroy(handle: TaskHandle, options: DestroyOptions): Promise<void> {
     this.calls.push({ method: 'destroy', workloadId: handle.workloadId, options });
+    const failure = this.machine.takeDestroyFailure(handle.workloadId);
+    if (failure) throw failure;
     if (this.machine.isRunning(handle.workloadId)) {
       if (!options.force) throw new FailedPreconditionError(`workload ${handle.workloadId} is still running`);
       this.machine.exit(handle.workloadId, { exitCode: undefined, signal: 'SIGKILL' });

@@ -344,6 +344,22 @@ export interface SnapshotWorkloadResponse {
   kind: { $case: "progress"; value: SnapshotProgress } | { $case: "result"; value: SnapshotResult } | undefined;
 }
 
+export interface DestroyWorkloadRequest {
+  workloadId: string;
+  /** Stop a live workload first (grace period, then kill) instead of refusing. */
+  force: boolean;
+  /** Grace period of that stop; 0 means the default (10s). */
+  timeoutSeconds: number;
+}
+
+export interface DestroyWorkloadResponse {
+  /**
+   * The workload as retired (state RETIRED, its last seq); absent when this
+   * agent did not know it (never placed here, or destroyed before).
+   */
+  workload: AgentWorkload | undefined;
+}
+
 function createBaseWorkloadSpec(): WorkloadSpec {
   return {
     workloadId: "",
@@ -5011,6 +5027,184 @@ export const SnapshotWorkloadResponse: MessageFns<SnapshotWorkloadResponse> = {
   },
 };
 
+function createBaseDestroyWorkloadRequest(): DestroyWorkloadRequest {
+  return { workloadId: "", force: false, timeoutSeconds: 0 };
+}
+
+export const DestroyWorkloadRequest: MessageFns<DestroyWorkloadRequest> = {
+  encode(message: DestroyWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloadId !== "") {
+      writer.uint32(10).string(message.workloadId);
+    }
+    if (message.force !== false) {
+      writer.uint32(16).bool(message.force);
+    }
+    if (message.timeoutSeconds !== 0) {
+      writer.uint32(24).uint32(message.timeoutSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DestroyWorkloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDestroyWorkloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workloadId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.force = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.timeoutSeconds = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DestroyWorkloadRequest {
+    return {
+      workloadId: isSet(object.workloadId)
+        ? globalThis.String(object.workloadId)
+        : isSet(object.workload_id)
+        ? globalThis.String(object.workload_id)
+        : "",
+      force: isSet(object.force) ? globalThis.Boolean(object.force) : false,
+      timeoutSeconds: isSet(object.timeoutSeconds)
+        ? globalThis.Number(object.timeoutSeconds)
+        : isSet(object.timeout_seconds)
+        ? globalThis.Number(object.timeout_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: DestroyWorkloadRequest): unknown {
+    const obj: any = {};
+    if (message.workloadId !== "") {
+      obj.workloadId = message.workloadId;
+    }
+    if (message.force !== false) {
+      obj.force = message.force;
+    }
+    if (message.timeoutSeconds !== 0) {
+      obj.timeoutSeconds = Math.round(message.timeoutSeconds);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DestroyWorkloadRequest>): DestroyWorkloadRequest {
+    return DestroyWorkloadRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DestroyWorkloadRequest>): DestroyWorkloadRequest {
+    const message = createBaseDestroyWorkloadRequest();
+    message.workloadId = object.workloadId ?? "";
+    message.force = object.force ?? false;
+    message.timeoutSeconds = object.timeoutSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseDestroyWorkloadResponse(): DestroyWorkloadResponse {
+  return { workload: undefined };
+}
+
+export const DestroyWorkloadResponse: MessageFns<DestroyWorkloadResponse> = {
+  encode(message: DestroyWorkloadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workload !== undefined) {
+      AgentWorkload.encode(message.workload, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DestroyWorkloadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDestroyWorkloadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workload = AgentWorkload.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DestroyWorkloadResponse {
+    return { workload: isSet(object.workload) ? AgentWorkload.fromJSON(object.workload) : undefined };
+  },
+
+  toJSON(message: DestroyWorkloadResponse): unknown {
+    const obj: any = {};
+    if (message.workload !== undefined) {
+      obj.workload = AgentWorkload.toJSON(message.workload);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DestroyWorkloadResponse>): DestroyWorkloadResponse {
+    return DestroyWorkloadResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DestroyWorkloadResponse>): DestroyWorkloadResponse {
+    const message = createBaseDestroyWorkloadResponse();
+    message.workload = (object.workload !== undefined && object.workload !== null)
+      ? AgentWorkload.fromPartial(object.workload)
+      : undefined;
+    return message;
+  },
+};
+
 /** Served by each node agent to the control plane. */
 export type NodeAgentServiceService = typeof NodeAgentServiceService;
 export const NodeAgentServiceService = {
@@ -5197,6 +5391,25 @@ export const NodeAgentServiceService = {
       Buffer.from(RestoreWorkloadResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RestoreWorkloadResponse => RestoreWorkloadResponse.decode(value),
   },
+  /**
+   * Tears a finished workload down: its runtime objects (container, VM or
+   * process directory), volume, host ports, logs, snapshots and finally its
+   * record, after publishing RETIRED. FAILED_PRECONDITION while it is live
+   * unless `force`, which stops it first. Idempotent: an unknown or already
+   * destroyed id answers OK without a workload; an interrupted teardown is
+   * finished by calling it again (and at agent start).
+   */
+  destroyWorkload: {
+    path: "/corral.agent.v1.NodeAgentService/DestroyWorkload" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DestroyWorkloadRequest): Buffer =>
+      Buffer.from(DestroyWorkloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DestroyWorkloadRequest => DestroyWorkloadRequest.decode(value),
+    responseSerialize: (value: DestroyWorkloadResponse): Buffer =>
+      Buffer.from(DestroyWorkloadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DestroyWorkloadResponse => DestroyWorkloadResponse.decode(value),
+  },
 } as const;
 
 export interface NodeAgentServiceServer extends UntypedServiceImplementation {
@@ -5250,6 +5463,15 @@ export interface NodeAgentServiceServer extends UntypedServiceImplementation {
    * unknown snapshot; FAILED_PRECONDITION when the driver cannot restore.
    */
   restoreWorkload: handleUnaryCall<RestoreWorkloadRequest, RestoreWorkloadResponse>;
+  /**
+   * Tears a finished workload down: its runtime objects (container, VM or
+   * process directory), volume, host ports, logs, snapshots and finally its
+   * record, after publishing RETIRED. FAILED_PRECONDITION while it is live
+   * unless `force`, which stops it first. Idempotent: an unknown or already
+   * destroyed id answers OK without a workload; an interrupted teardown is
+   * finished by calling it again (and at agent start).
+   */
+  destroyWorkload: handleUnaryCall<DestroyWorkloadRequest, DestroyWorkloadResponse>;
 }
 
 export interface NodeAgentServiceClient extends Client {
@@ -5477,6 +5699,29 @@ export interface NodeAgentServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RestoreWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Tears a finished workload down: its runtime objects (container, VM or
+   * process directory), volume, host ports, logs, snapshots and finally its
+   * record, after publishing RETIRED. FAILED_PRECONDITION while it is live
+   * unless `force`, which stops it first. Idempotent: an unknown or already
+   * destroyed id answers OK without a workload; an interrupted teardown is
+   * finished by calling it again (and at agent start).
+   */
+  destroyWorkload(
+    request: DestroyWorkloadRequest,
+    callback: (error: ServiceError | null, response: DestroyWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  destroyWorkload(
+    request: DestroyWorkloadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DestroyWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  destroyWorkload(
+    request: DestroyWorkloadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DestroyWorkloadResponse) => void,
   ): ClientUnaryCall;
 }
 

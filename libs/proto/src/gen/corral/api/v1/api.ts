@@ -26,7 +26,11 @@ import {
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../../google/protobuf/timestamp";
 import { ExecExit, ExecStarted, FileEntry, SnapshotProgress, SnapshotResult, TerminalSize } from "../../agent/v1/agent";
-import { Host } from "../../hostregistry/v1/host_registry";
+import {
+  GetFleetHealthResponse as GetFleetHealthResponse1,
+  Host,
+  RegistrationToken,
+} from "../../hostregistry/v1/host_registry";
 import { Route, VmSpec, Workload, WorkloadResources } from "../../scheduler/v1/scheduler";
 
 export const protobufPackage = "corral.api.v1";
@@ -106,6 +110,11 @@ export interface ListWorkloadsResponse {
 
 export interface DeleteWorkloadRequest {
   id: string;
+  /**
+   * Also tear it down after stopping it (container, VM, volume, ports, logs
+   * and the host's record): the answer is the workload in RETIRED.
+   */
+  purge: boolean;
 }
 
 export interface DeleteWorkloadResponse {
@@ -238,6 +247,65 @@ export interface RestoreWorkloadRequest {
 
 export interface RestoreWorkloadResponse {
   workload: Workload | undefined;
+}
+
+export interface DrainHostRequest {
+  id: string;
+}
+
+export interface DrainHostResponse {
+  host: Host | undefined;
+}
+
+export interface UndrainHostRequest {
+  id: string;
+}
+
+export interface UndrainHostResponse {
+  host: Host | undefined;
+}
+
+export interface DeleteHostRequest {
+  id: string;
+  /** Stop the host's live workloads first instead of refusing. */
+  force: boolean;
+}
+
+export interface DeleteHostResponse {
+  id: string;
+  /** False when the host had already been deleted. */
+  deletedNow: boolean;
+  /** Live workloads the host's last heartbeat reported when it was deleted. */
+  affectedWorkloadIds: string[];
+  /** Workloads the gateway asked the scheduler to stop (force). */
+  stoppedWorkloadIds: string[];
+  /**
+   * Workloads whose stop did not get through to the host (unreachable, or
+   * no answer in time; force); left for the reconciler.
+   */
+  unreachableWorkloadIds: string[];
+}
+
+export interface GetFleetHealthRequest {
+}
+
+export interface GetFleetHealthResponse {
+  health: GetFleetHealthResponse1 | undefined;
+}
+
+export interface ListRegistrationTokensRequest {
+}
+
+export interface ListRegistrationTokensResponse {
+  tokens: RegistrationToken[];
+}
+
+export interface RevokeRegistrationTokenRequest {
+  id: string;
+}
+
+export interface RevokeRegistrationTokenResponse {
+  token: RegistrationToken | undefined;
 }
 
 function createBaseWhoAmIRequest(): WhoAmIRequest {
@@ -1475,13 +1543,16 @@ export const ListWorkloadsResponse: MessageFns<ListWorkloadsResponse> = {
 };
 
 function createBaseDeleteWorkloadRequest(): DeleteWorkloadRequest {
-  return { id: "" };
+  return { id: "", purge: false };
 }
 
 export const DeleteWorkloadRequest: MessageFns<DeleteWorkloadRequest> = {
   encode(message: DeleteWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.id !== "") {
       writer.uint32(10).string(message.id);
+    }
+    if (message.purge !== false) {
+      writer.uint32(16).bool(message.purge);
     }
     return writer;
   },
@@ -1507,6 +1578,14 @@ export const DeleteWorkloadRequest: MessageFns<DeleteWorkloadRequest> = {
             message.id = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.purge = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1520,13 +1599,19 @@ export const DeleteWorkloadRequest: MessageFns<DeleteWorkloadRequest> = {
   },
 
   fromJSON(object: any): DeleteWorkloadRequest {
-    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      purge: isSet(object.purge) ? globalThis.Boolean(object.purge) : false,
+    };
   },
 
   toJSON(message: DeleteWorkloadRequest): unknown {
     const obj: any = {};
     if (message.id !== "") {
       obj.id = message.id;
+    }
+    if (message.purge !== false) {
+      obj.purge = message.purge;
     }
     return obj;
   },
@@ -1537,6 +1622,7 @@ export const DeleteWorkloadRequest: MessageFns<DeleteWorkloadRequest> = {
   fromPartial(object: DeepPartial<DeleteWorkloadRequest>): DeleteWorkloadRequest {
     const message = createBaseDeleteWorkloadRequest();
     message.id = object.id ?? "";
+    message.purge = object.purge ?? false;
     return message;
   },
 };
@@ -3746,6 +3832,888 @@ export const RestoreWorkloadResponse: MessageFns<RestoreWorkloadResponse> = {
   },
 };
 
+function createBaseDrainHostRequest(): DrainHostRequest {
+  return { id: "" };
+}
+
+export const DrainHostRequest: MessageFns<DrainHostRequest> = {
+  encode(message: DrainHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainHostRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainHostRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DrainHostRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: DrainHostRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainHostRequest>): DrainHostRequest {
+    return DrainHostRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainHostRequest>): DrainHostRequest {
+    const message = createBaseDrainHostRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseDrainHostResponse(): DrainHostResponse {
+  return { host: undefined };
+}
+
+export const DrainHostResponse: MessageFns<DrainHostResponse> = {
+  encode(message: DrainHostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== undefined) {
+      Host.encode(message.host, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainHostResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainHostResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = Host.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DrainHostResponse {
+    return { host: isSet(object.host) ? Host.fromJSON(object.host) : undefined };
+  },
+
+  toJSON(message: DrainHostResponse): unknown {
+    const obj: any = {};
+    if (message.host !== undefined) {
+      obj.host = Host.toJSON(message.host);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainHostResponse>): DrainHostResponse {
+    return DrainHostResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainHostResponse>): DrainHostResponse {
+    const message = createBaseDrainHostResponse();
+    message.host = (object.host !== undefined && object.host !== null) ? Host.fromPartial(object.host) : undefined;
+    return message;
+  },
+};
+
+function createBaseUndrainHostRequest(): UndrainHostRequest {
+  return { id: "" };
+}
+
+export const UndrainHostRequest: MessageFns<UndrainHostRequest> = {
+  encode(message: UndrainHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UndrainHostRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUndrainHostRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UndrainHostRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: UndrainHostRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UndrainHostRequest>): UndrainHostRequest {
+    return UndrainHostRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UndrainHostRequest>): UndrainHostRequest {
+    const message = createBaseUndrainHostRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseUndrainHostResponse(): UndrainHostResponse {
+  return { host: undefined };
+}
+
+export const UndrainHostResponse: MessageFns<UndrainHostResponse> = {
+  encode(message: UndrainHostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== undefined) {
+      Host.encode(message.host, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UndrainHostResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUndrainHostResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = Host.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UndrainHostResponse {
+    return { host: isSet(object.host) ? Host.fromJSON(object.host) : undefined };
+  },
+
+  toJSON(message: UndrainHostResponse): unknown {
+    const obj: any = {};
+    if (message.host !== undefined) {
+      obj.host = Host.toJSON(message.host);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UndrainHostResponse>): UndrainHostResponse {
+    return UndrainHostResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UndrainHostResponse>): UndrainHostResponse {
+    const message = createBaseUndrainHostResponse();
+    message.host = (object.host !== undefined && object.host !== null) ? Host.fromPartial(object.host) : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteHostRequest(): DeleteHostRequest {
+  return { id: "", force: false };
+}
+
+export const DeleteHostRequest: MessageFns<DeleteHostRequest> = {
+  encode(message: DeleteHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.force !== false) {
+      writer.uint32(16).bool(message.force);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteHostRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteHostRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.force = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteHostRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      force: isSet(object.force) ? globalThis.Boolean(object.force) : false,
+    };
+  },
+
+  toJSON(message: DeleteHostRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.force !== false) {
+      obj.force = message.force;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteHostRequest>): DeleteHostRequest {
+    return DeleteHostRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteHostRequest>): DeleteHostRequest {
+    const message = createBaseDeleteHostRequest();
+    message.id = object.id ?? "";
+    message.force = object.force ?? false;
+    return message;
+  },
+};
+
+function createBaseDeleteHostResponse(): DeleteHostResponse {
+  return { id: "", deletedNow: false, affectedWorkloadIds: [], stoppedWorkloadIds: [], unreachableWorkloadIds: [] };
+}
+
+export const DeleteHostResponse: MessageFns<DeleteHostResponse> = {
+  encode(message: DeleteHostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.deletedNow !== false) {
+      writer.uint32(16).bool(message.deletedNow);
+    }
+    for (const v of message.affectedWorkloadIds) {
+      writer.uint32(26).string(v!);
+    }
+    for (const v of message.stoppedWorkloadIds) {
+      writer.uint32(34).string(v!);
+    }
+    for (const v of message.unreachableWorkloadIds) {
+      writer.uint32(42).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteHostResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteHostResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.deletedNow = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.affectedWorkloadIds.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.stoppedWorkloadIds.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.unreachableWorkloadIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteHostResponse {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      deletedNow: isSet(object.deletedNow)
+        ? globalThis.Boolean(object.deletedNow)
+        : isSet(object.deleted_now)
+        ? globalThis.Boolean(object.deleted_now)
+        : false,
+      affectedWorkloadIds: globalThis.Array.isArray(object?.affectedWorkloadIds)
+        ? object.affectedWorkloadIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.affected_workload_ids)
+        ? object.affected_workload_ids.map((e: any) => globalThis.String(e))
+        : [],
+      stoppedWorkloadIds: globalThis.Array.isArray(object?.stoppedWorkloadIds)
+        ? object.stoppedWorkloadIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.stopped_workload_ids)
+        ? object.stopped_workload_ids.map((e: any) => globalThis.String(e))
+        : [],
+      unreachableWorkloadIds: globalThis.Array.isArray(object?.unreachableWorkloadIds)
+        ? object.unreachableWorkloadIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.unreachable_workload_ids)
+        ? object.unreachable_workload_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: DeleteHostResponse): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.deletedNow !== false) {
+      obj.deletedNow = message.deletedNow;
+    }
+    if (message.affectedWorkloadIds?.length) {
+      obj.affectedWorkloadIds = message.affectedWorkloadIds;
+    }
+    if (message.stoppedWorkloadIds?.length) {
+      obj.stoppedWorkloadIds = message.stoppedWorkloadIds;
+    }
+    if (message.unreachableWorkloadIds?.length) {
+      obj.unreachableWorkloadIds = message.unreachableWorkloadIds;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteHostResponse>): DeleteHostResponse {
+    return DeleteHostResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteHostResponse>): DeleteHostResponse {
+    const message = createBaseDeleteHostResponse();
+    message.id = object.id ?? "";
+    message.deletedNow = object.deletedNow ?? false;
+    message.affectedWorkloadIds = object.affectedWorkloadIds?.map((e) => e) || [];
+    message.stoppedWorkloadIds = object.stoppedWorkloadIds?.map((e) => e) || [];
+    message.unreachableWorkloadIds = object.unreachableWorkloadIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseGetFleetHealthRequest(): GetFleetHealthRequest {
+  return {};
+}
+
+export const GetFleetHealthRequest: MessageFns<GetFleetHealthRequest> = {
+  encode(_: GetFleetHealthRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetFleetHealthRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetFleetHealthRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetFleetHealthRequest {
+    return {};
+  },
+
+  toJSON(_: GetFleetHealthRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetFleetHealthRequest>): GetFleetHealthRequest {
+    return GetFleetHealthRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<GetFleetHealthRequest>): GetFleetHealthRequest {
+    const message = createBaseGetFleetHealthRequest();
+    return message;
+  },
+};
+
+function createBaseGetFleetHealthResponse(): GetFleetHealthResponse {
+  return { health: undefined };
+}
+
+export const GetFleetHealthResponse: MessageFns<GetFleetHealthResponse> = {
+  encode(message: GetFleetHealthResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.health !== undefined) {
+      GetFleetHealthResponse1.encode(message.health, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetFleetHealthResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetFleetHealthResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.health = GetFleetHealthResponse1.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetFleetHealthResponse {
+    return { health: isSet(object.health) ? GetFleetHealthResponse1.fromJSON(object.health) : undefined };
+  },
+
+  toJSON(message: GetFleetHealthResponse): unknown {
+    const obj: any = {};
+    if (message.health !== undefined) {
+      obj.health = GetFleetHealthResponse1.toJSON(message.health);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetFleetHealthResponse>): GetFleetHealthResponse {
+    return GetFleetHealthResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetFleetHealthResponse>): GetFleetHealthResponse {
+    const message = createBaseGetFleetHealthResponse();
+    message.health = (object.health !== undefined && object.health !== null)
+      ? GetFleetHealthResponse1.fromPartial(object.health)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListRegistrationTokensRequest(): ListRegistrationTokensRequest {
+  return {};
+}
+
+export const ListRegistrationTokensRequest: MessageFns<ListRegistrationTokensRequest> = {
+  encode(_: ListRegistrationTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListRegistrationTokensRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListRegistrationTokensRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListRegistrationTokensRequest {
+    return {};
+  },
+
+  toJSON(_: ListRegistrationTokensRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListRegistrationTokensRequest>): ListRegistrationTokensRequest {
+    return ListRegistrationTokensRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ListRegistrationTokensRequest>): ListRegistrationTokensRequest {
+    const message = createBaseListRegistrationTokensRequest();
+    return message;
+  },
+};
+
+function createBaseListRegistrationTokensResponse(): ListRegistrationTokensResponse {
+  return { tokens: [] };
+}
+
+export const ListRegistrationTokensResponse: MessageFns<ListRegistrationTokensResponse> = {
+  encode(message: ListRegistrationTokensResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.tokens) {
+      RegistrationToken.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListRegistrationTokensResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListRegistrationTokensResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tokens.push(RegistrationToken.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListRegistrationTokensResponse {
+    return {
+      tokens: globalThis.Array.isArray(object?.tokens)
+        ? object.tokens.map((e: any) => RegistrationToken.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListRegistrationTokensResponse): unknown {
+    const obj: any = {};
+    if (message.tokens?.length) {
+      obj.tokens = message.tokens.map((e) => RegistrationToken.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListRegistrationTokensResponse>): ListRegistrationTokensResponse {
+    return ListRegistrationTokensResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListRegistrationTokensResponse>): ListRegistrationTokensResponse {
+    const message = createBaseListRegistrationTokensResponse();
+    message.tokens = object.tokens?.map((e) => RegistrationToken.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRevokeRegistrationTokenRequest(): RevokeRegistrationTokenRequest {
+  return { id: "" };
+}
+
+export const RevokeRegistrationTokenRequest: MessageFns<RevokeRegistrationTokenRequest> = {
+  encode(message: RevokeRegistrationTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeRegistrationTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeRegistrationTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeRegistrationTokenRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: RevokeRegistrationTokenRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeRegistrationTokenRequest>): RevokeRegistrationTokenRequest {
+    return RevokeRegistrationTokenRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeRegistrationTokenRequest>): RevokeRegistrationTokenRequest {
+    const message = createBaseRevokeRegistrationTokenRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseRevokeRegistrationTokenResponse(): RevokeRegistrationTokenResponse {
+  return { token: undefined };
+}
+
+export const RevokeRegistrationTokenResponse: MessageFns<RevokeRegistrationTokenResponse> = {
+  encode(message: RevokeRegistrationTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.token !== undefined) {
+      RegistrationToken.encode(message.token, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeRegistrationTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeRegistrationTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.token = RegistrationToken.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeRegistrationTokenResponse {
+    return { token: isSet(object.token) ? RegistrationToken.fromJSON(object.token) : undefined };
+  },
+
+  toJSON(message: RevokeRegistrationTokenResponse): unknown {
+    const obj: any = {};
+    if (message.token !== undefined) {
+      obj.token = RegistrationToken.toJSON(message.token);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeRegistrationTokenResponse>): RevokeRegistrationTokenResponse {
+    return RevokeRegistrationTokenResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeRegistrationTokenResponse>): RevokeRegistrationTokenResponse {
+    const message = createBaseRevokeRegistrationTokenResponse();
+    message.token = (object.token !== undefined && object.token !== null)
+      ? RegistrationToken.fromPartial(object.token)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * The public gRPC API served by api-gateway: the same operations as REST,
  * authenticated with "authorization: Bearer <api key>" metadata.
@@ -3948,6 +4916,82 @@ export const CorralServiceService = {
       Buffer.from(RestoreWorkloadResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RestoreWorkloadResponse => RestoreWorkloadResponse.decode(value),
   },
+  /**
+   * Fleet membership. Team keys manage their own team's hosts and tokens;
+   * platform hosts are managed by admin keys only.
+   * No new placements on the host; what runs there keeps running. Idempotent.
+   */
+  drainHost: {
+    path: "/corral.api.v1.CorralService/DrainHost" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DrainHostRequest): Buffer => Buffer.from(DrainHostRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DrainHostRequest => DrainHostRequest.decode(value),
+    responseSerialize: (value: DrainHostResponse): Buffer => Buffer.from(DrainHostResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DrainHostResponse => DrainHostResponse.decode(value),
+  },
+  /** Back to taking placements. Idempotent. */
+  undrainHost: {
+    path: "/corral.api.v1.CorralService/UndrainHost" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UndrainHostRequest): Buffer => Buffer.from(UndrainHostRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UndrainHostRequest => UndrainHostRequest.decode(value),
+    responseSerialize: (value: UndrainHostResponse): Buffer => Buffer.from(UndrainHostResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UndrainHostResponse => UndrainHostResponse.decode(value),
+  },
+  /**
+   * Removes the host for good. FAILED_PRECONDITION naming the workloads
+   * still live there unless `force`, which drains it, stops them, then
+   * deletes it. Idempotent.
+   */
+  deleteHost: {
+    path: "/corral.api.v1.CorralService/DeleteHost" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteHostRequest): Buffer => Buffer.from(DeleteHostRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteHostRequest => DeleteHostRequest.decode(value),
+    responseSerialize: (value: DeleteHostResponse): Buffer => Buffer.from(DeleteHostResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteHostResponse => DeleteHostResponse.decode(value),
+  },
+  /** Failure detection as host-registry sees it (admin keys only). */
+  getFleetHealth: {
+    path: "/corral.api.v1.CorralService/GetFleetHealth" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetFleetHealthRequest): Buffer =>
+      Buffer.from(GetFleetHealthRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetFleetHealthRequest => GetFleetHealthRequest.decode(value),
+    responseSerialize: (value: GetFleetHealthResponse): Buffer =>
+      Buffer.from(GetFleetHealthResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetFleetHealthResponse => GetFleetHealthResponse.decode(value),
+  },
+  /** Registration tokens visible to the caller, newest first; never their secrets. */
+  listRegistrationTokens: {
+    path: "/corral.api.v1.CorralService/ListRegistrationTokens" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListRegistrationTokensRequest): Buffer =>
+      Buffer.from(ListRegistrationTokensRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListRegistrationTokensRequest => ListRegistrationTokensRequest.decode(value),
+    responseSerialize: (value: ListRegistrationTokensResponse): Buffer =>
+      Buffer.from(ListRegistrationTokensResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListRegistrationTokensResponse =>
+      ListRegistrationTokensResponse.decode(value),
+  },
+  /** Idempotent: revoking a revoked token returns it unchanged. */
+  revokeRegistrationToken: {
+    path: "/corral.api.v1.CorralService/RevokeRegistrationToken" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevokeRegistrationTokenRequest): Buffer =>
+      Buffer.from(RevokeRegistrationTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevokeRegistrationTokenRequest => RevokeRegistrationTokenRequest.decode(value),
+    responseSerialize: (value: RevokeRegistrationTokenResponse): Buffer =>
+      Buffer.from(RevokeRegistrationTokenResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RevokeRegistrationTokenResponse =>
+      RevokeRegistrationTokenResponse.decode(value),
+  },
 } as const;
 
 export interface CorralServiceServer extends UntypedServiceImplementation {
@@ -3977,6 +5021,26 @@ export interface CorralServiceServer extends UntypedServiceImplementation {
   snapshotWorkload: handleServerStreamingCall<SnapshotWorkloadRequest, SnapshotWorkloadResponse>;
   /** A new workload started from a snapshot of workload `id`, on its host. */
   restoreWorkload: handleUnaryCall<RestoreWorkloadRequest, RestoreWorkloadResponse>;
+  /**
+   * Fleet membership. Team keys manage their own team's hosts and tokens;
+   * platform hosts are managed by admin keys only.
+   * No new placements on the host; what runs there keeps running. Idempotent.
+   */
+  drainHost: handleUnaryCall<DrainHostRequest, DrainHostResponse>;
+  /** Back to taking placements. Idempotent. */
+  undrainHost: handleUnaryCall<UndrainHostRequest, UndrainHostResponse>;
+  /**
+   * Removes the host for good. FAILED_PRECONDITION naming the workloads
+   * still live there unless `force`, which drains it, stops them, then
+   * deletes it. Idempotent.
+   */
+  deleteHost: handleUnaryCall<DeleteHostRequest, DeleteHostResponse>;
+  /** Failure detection as host-registry sees it (admin keys only). */
+  getFleetHealth: handleUnaryCall<GetFleetHealthRequest, GetFleetHealthResponse>;
+  /** Registration tokens visible to the caller, newest first; never their secrets. */
+  listRegistrationTokens: handleUnaryCall<ListRegistrationTokensRequest, ListRegistrationTokensResponse>;
+  /** Idempotent: revoking a revoked token returns it unchanged. */
+  revokeRegistrationToken: handleUnaryCall<RevokeRegistrationTokenRequest, RevokeRegistrationTokenResponse>;
 }
 
 export interface CorralServiceClient extends Client {
@@ -4231,6 +5295,110 @@ export interface CorralServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RestoreWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Fleet membership. Team keys manage their own team's hosts and tokens;
+   * platform hosts are managed by admin keys only.
+   * No new placements on the host; what runs there keeps running. Idempotent.
+   */
+  drainHost(
+    request: DrainHostRequest,
+    callback: (error: ServiceError | null, response: DrainHostResponse) => void,
+  ): ClientUnaryCall;
+  drainHost(
+    request: DrainHostRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DrainHostResponse) => void,
+  ): ClientUnaryCall;
+  drainHost(
+    request: DrainHostRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DrainHostResponse) => void,
+  ): ClientUnaryCall;
+  /** Back to taking placements. Idempotent. */
+  undrainHost(
+    request: UndrainHostRequest,
+    callback: (error: ServiceError | null, response: UndrainHostResponse) => void,
+  ): ClientUnaryCall;
+  undrainHost(
+    request: UndrainHostRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UndrainHostResponse) => void,
+  ): ClientUnaryCall;
+  undrainHost(
+    request: UndrainHostRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UndrainHostResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Removes the host for good. FAILED_PRECONDITION naming the workloads
+   * still live there unless `force`, which drains it, stops them, then
+   * deletes it. Idempotent.
+   */
+  deleteHost(
+    request: DeleteHostRequest,
+    callback: (error: ServiceError | null, response: DeleteHostResponse) => void,
+  ): ClientUnaryCall;
+  deleteHost(
+    request: DeleteHostRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteHostResponse) => void,
+  ): ClientUnaryCall;
+  deleteHost(
+    request: DeleteHostRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteHostResponse) => void,
+  ): ClientUnaryCall;
+  /** Failure detection as host-registry sees it (admin keys only). */
+  getFleetHealth(
+    request: GetFleetHealthRequest,
+    callback: (error: ServiceError | null, response: GetFleetHealthResponse) => void,
+  ): ClientUnaryCall;
+  getFleetHealth(
+    request: GetFleetHealthRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetFleetHealthResponse) => void,
+  ): ClientUnaryCall;
+  getFleetHealth(
+    request: GetFleetHealthRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetFleetHealthResponse) => void,
+  ): ClientUnaryCall;
+  /** Registration tokens visible to the caller, newest first; never their secrets. */
+  listRegistrationTokens(
+    request: ListRegistrationTokensRequest,
+    callback: (error: ServiceError | null, response: ListRegistrationTokensResponse) => void,
+  ): ClientUnaryCall;
+  listRegistrationTokens(
+    request: ListRegistrationTokensRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListRegistrationTokensResponse) => void,
+  ): ClientUnaryCall;
+  listRegistrationTokens(
+    request: ListRegistrationTokensRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListRegistrationTokensResponse) => void,
+  ): ClientUnaryCall;
+  /** Idempotent: revoking a revoked token returns it unchanged. */
+  revokeRegistrationToken(
+    request: RevokeRegistrationTokenRequest,
+    callback: (error: ServiceError | null, response: RevokeRegistrationTokenResponse) => void,
+  ): ClientUnaryCall;
+  revokeRegistrationToken(
+    request: RevokeRegistrationTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RevokeRegistrationTokenResponse) => void,
+  ): ClientUnaryCall;
+  revokeRegistrationToken(
+    request: RevokeRegistrationTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RevokeRegistrationTokenResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -111,6 +111,12 @@ export interface HostHeartbeat {
   workloads: WorkloadStatus[];
   /** host:port where the agent serves gRPC now; it may change across restarts. */
   agentAddress: string;
+  /**
+   * The host's current JWT (RegisterHost / RefreshHostCredentials):
+   * host-registry drops heartbeats whose token is missing, invalid, revoked
+   * or names another host.
+   */
+  hostToken: string;
 }
 
 export interface WorkloadStatus {
@@ -195,6 +201,7 @@ function createBaseHostHeartbeat(): HostHeartbeat {
     drivers: [],
     workloads: [],
     agentAddress: "",
+    hostToken: "",
   };
 }
 
@@ -226,6 +233,9 @@ export const HostHeartbeat: MessageFns<HostHeartbeat> = {
     }
     if (message.agentAddress !== "") {
       writer.uint32(74).string(message.agentAddress);
+    }
+    if (message.hostToken !== "") {
+      writer.uint32(82).string(message.hostToken);
     }
     return writer;
   },
@@ -315,6 +325,14 @@ export const HostHeartbeat: MessageFns<HostHeartbeat> = {
             message.agentAddress = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.hostToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -358,6 +376,11 @@ export const HostHeartbeat: MessageFns<HostHeartbeat> = {
         : isSet(object.agent_address)
         ? globalThis.String(object.agent_address)
         : "",
+      hostToken: isSet(object.hostToken)
+        ? globalThis.String(object.hostToken)
+        : isSet(object.host_token)
+        ? globalThis.String(object.host_token)
+        : "",
     };
   },
 
@@ -390,6 +413,9 @@ export const HostHeartbeat: MessageFns<HostHeartbeat> = {
     if (message.agentAddress !== "") {
       obj.agentAddress = message.agentAddress;
     }
+    if (message.hostToken !== "") {
+      obj.hostToken = message.hostToken;
+    }
     return obj;
   },
 
@@ -411,6 +437,7 @@ export const HostHeartbeat: MessageFns<HostHeartbeat> = {
     message.drivers = object.drivers?.map((e) => DriverFingerprint.fromPartial(e)) || [];
     message.workloads = object.workloads?.map((e) => WorkloadStatus.fromPartial(e)) || [];
     message.agentAddress = object.agentAddress ?? "";
+    message.hostToken = object.hostToken ?? "";
     return message;
   },
 };

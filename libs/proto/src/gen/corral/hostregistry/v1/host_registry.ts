@@ -116,11 +116,34 @@ export interface RegisterHostRequest {
   capacity: Resources | undefined;
   drivers: DriverFingerprint[];
   labels: { [key: string]: string };
+  /**
+   * PEM PKCS#10 request for the key the agent serves mutual TLS with
+   * (ECDSA P-256). Only its key is used: the registry writes the identity
+   * (host/<host_id>) and names (the agent address) itself. Optional: without
+   * it, or when the registry has no CA, no certificate is issued.
+   */
+  csr?: string | undefined;
 }
 
 export interface RegisterHostRequest_LabelsEntry {
   key: string;
   value: string;
+}
+
+/**
+ * A certificate the internal CA issued to a host for mutual TLS with the
+ * control plane: server and client usages, SPIFFE URI
+ * spiffe://corral.internal/host/<host_id>, the agent address as IP or DNS name.
+ */
+export interface HostCertificate {
+  /** PEM leaf certificate. */
+  certificate: string;
+  /**
+   * PEM certificate of the CA that signed it and every control-plane
+   * client certificate the agent must accept.
+   */
+  caCertificate: string;
+  expiresAt: Date | undefined;
 }
 
 export interface RegisterHostResponse {
@@ -135,7 +158,11 @@ export interface RegisterHostResponse {
     | undefined;
   /** Single-use secret for RefreshHostCredentials; shown once, stored hashed. */
   refreshToken: string;
-  refreshTokenExpiresAt: Date | undefined;
+  refreshTokenExpiresAt:
+    | Date
+    | undefined;
+  /** Set when the request carried a csr and the registry has a CA. */
+  certificate: HostCertificate | undefined;
 }
 
 export interface ListHostsRequest {
@@ -180,6 +207,8 @@ export interface RevokeRegistrationTokenResponse {
 
 export interface RefreshHostCredentialsRequest {
   refreshToken: string;
+  /** As in RegisterHostRequest: renews the host's certificate. */
+  csr?: string | undefined;
 }
 
 /**
@@ -192,7 +221,14 @@ export interface RefreshHostCredentialsResponse {
   hostToken: string;
   hostTokenExpiresAt: Date | undefined;
   refreshToken: string;
-  refreshTokenExpiresAt: Date | undefined;
+  refreshTokenExpiresAt:
+    | Date
+    | undefined;
+  /**
+   * Set when the request carried a csr and the registry has a CA. Not part
+   * of the retry rule above: a retry gets a newly issued certificate.
+   */
+  certificate: HostCertificate | undefined;
 }
 
 export interface GetJwksRequest {
@@ -1350,7 +1386,15 @@ export const CreateRegistrationTokenResponse: MessageFns<CreateRegistrationToken
 };
 
 function createBaseRegisterHostRequest(): RegisterHostRequest {
-  return { registrationToken: "", name: "", agentAddress: "", capacity: undefined, drivers: [], labels: {} };
+  return {
+    registrationToken: "",
+    name: "",
+    agentAddress: "",
+    capacity: undefined,
+    drivers: [],
+    labels: {},
+    csr: undefined,
+  };
 }
 
 export const RegisterHostRequest: MessageFns<RegisterHostRequest> = {
@@ -1373,6 +1417,9 @@ export const RegisterHostRequest: MessageFns<RegisterHostRequest> = {
     globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
       RegisterHostRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
     });
+    if (message.csr !== undefined) {
+      writer.uint32(58).string(message.csr);
+    }
     return writer;
   },
 
@@ -1440,6 +1487,14 @@ export const RegisterHostRequest: MessageFns<RegisterHostRequest> = {
             }
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.csr = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1483,6 +1538,7 @@ export const RegisterHostRequest: MessageFns<RegisterHostRequest> = {
           {},
         )
         : {},
+      csr: isSet(object.csr) ? globalThis.String(object.csr) : undefined,
     };
   },
 
@@ -1512,6 +1568,9 @@ export const RegisterHostRequest: MessageFns<RegisterHostRequest> = {
         });
       }
     }
+    if (message.csr !== undefined) {
+      obj.csr = message.csr;
+    }
     return obj;
   },
 
@@ -1536,6 +1595,7 @@ export const RegisterHostRequest: MessageFns<RegisterHostRequest> = {
       },
       {},
     );
+    message.csr = object.csr ?? undefined;
     return message;
   },
 };
@@ -1625,6 +1685,115 @@ export const RegisterHostRequest_LabelsEntry: MessageFns<RegisterHostRequest_Lab
   },
 };
 
+function createBaseHostCertificate(): HostCertificate {
+  return { certificate: "", caCertificate: "", expiresAt: undefined };
+}
+
+export const HostCertificate: MessageFns<HostCertificate> = {
+  encode(message: HostCertificate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.certificate !== "") {
+      writer.uint32(10).string(message.certificate);
+    }
+    if (message.caCertificate !== "") {
+      writer.uint32(18).string(message.caCertificate);
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.expiresAt), writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostCertificate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostCertificate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.certificate = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.caCertificate = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.expiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostCertificate {
+    return {
+      certificate: isSet(object.certificate) ? globalThis.String(object.certificate) : "",
+      caCertificate: isSet(object.caCertificate)
+        ? globalThis.String(object.caCertificate)
+        : isSet(object.ca_certificate)
+        ? globalThis.String(object.ca_certificate)
+        : "",
+      expiresAt: isSet(object.expiresAt)
+        ? fromJsonTimestamp(object.expiresAt)
+        : isSet(object.expires_at)
+        ? fromJsonTimestamp(object.expires_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: HostCertificate): unknown {
+    const obj: any = {};
+    if (message.certificate !== "") {
+      obj.certificate = message.certificate;
+    }
+    if (message.caCertificate !== "") {
+      obj.caCertificate = message.caCertificate;
+    }
+    if (message.expiresAt !== undefined) {
+      obj.expiresAt = message.expiresAt.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HostCertificate>): HostCertificate {
+    return HostCertificate.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HostCertificate>): HostCertificate {
+    const message = createBaseHostCertificate();
+    message.certificate = object.certificate ?? "";
+    message.caCertificate = object.caCertificate ?? "";
+    message.expiresAt = object.expiresAt ?? undefined;
+    return message;
+  },
+};
+
 function createBaseRegisterHostResponse(): RegisterHostResponse {
   return {
     hostId: "",
@@ -1632,6 +1801,7 @@ function createBaseRegisterHostResponse(): RegisterHostResponse {
     hostTokenExpiresAt: undefined,
     refreshToken: "",
     refreshTokenExpiresAt: undefined,
+    certificate: undefined,
   };
 }
 
@@ -1651,6 +1821,9 @@ export const RegisterHostResponse: MessageFns<RegisterHostResponse> = {
     }
     if (message.refreshTokenExpiresAt !== undefined) {
       Timestamp.encode(toTimestamp(message.refreshTokenExpiresAt), writer.uint32(42).fork()).join();
+    }
+    if (message.certificate !== undefined) {
+      HostCertificate.encode(message.certificate, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -1708,6 +1881,14 @@ export const RegisterHostResponse: MessageFns<RegisterHostResponse> = {
             message.refreshTokenExpiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.certificate = HostCertificate.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1747,6 +1928,7 @@ export const RegisterHostResponse: MessageFns<RegisterHostResponse> = {
         : isSet(object.refresh_token_expires_at)
         ? fromJsonTimestamp(object.refresh_token_expires_at)
         : undefined,
+      certificate: isSet(object.certificate) ? HostCertificate.fromJSON(object.certificate) : undefined,
     };
   },
 
@@ -1767,6 +1949,9 @@ export const RegisterHostResponse: MessageFns<RegisterHostResponse> = {
     if (message.refreshTokenExpiresAt !== undefined) {
       obj.refreshTokenExpiresAt = message.refreshTokenExpiresAt.toISOString();
     }
+    if (message.certificate !== undefined) {
+      obj.certificate = HostCertificate.toJSON(message.certificate);
+    }
     return obj;
   },
 
@@ -1780,6 +1965,9 @@ export const RegisterHostResponse: MessageFns<RegisterHostResponse> = {
     message.hostTokenExpiresAt = object.hostTokenExpiresAt ?? undefined;
     message.refreshToken = object.refreshToken ?? "";
     message.refreshTokenExpiresAt = object.refreshTokenExpiresAt ?? undefined;
+    message.certificate = (object.certificate !== undefined && object.certificate !== null)
+      ? HostCertificate.fromPartial(object.certificate)
+      : undefined;
     return message;
   },
 };
@@ -2361,13 +2549,16 @@ export const RevokeRegistrationTokenResponse: MessageFns<RevokeRegistrationToken
 };
 
 function createBaseRefreshHostCredentialsRequest(): RefreshHostCredentialsRequest {
-  return { refreshToken: "" };
+  return { refreshToken: "", csr: undefined };
 }
 
 export const RefreshHostCredentialsRequest: MessageFns<RefreshHostCredentialsRequest> = {
   encode(message: RefreshHostCredentialsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.refreshToken !== "") {
       writer.uint32(10).string(message.refreshToken);
+    }
+    if (message.csr !== undefined) {
+      writer.uint32(18).string(message.csr);
     }
     return writer;
   },
@@ -2393,6 +2584,14 @@ export const RefreshHostCredentialsRequest: MessageFns<RefreshHostCredentialsReq
             message.refreshToken = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.csr = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2412,6 +2611,7 @@ export const RefreshHostCredentialsRequest: MessageFns<RefreshHostCredentialsReq
         : isSet(object.refresh_token)
         ? globalThis.String(object.refresh_token)
         : "",
+      csr: isSet(object.csr) ? globalThis.String(object.csr) : undefined,
     };
   },
 
@@ -2419,6 +2619,9 @@ export const RefreshHostCredentialsRequest: MessageFns<RefreshHostCredentialsReq
     const obj: any = {};
     if (message.refreshToken !== "") {
       obj.refreshToken = message.refreshToken;
+    }
+    if (message.csr !== undefined) {
+      obj.csr = message.csr;
     }
     return obj;
   },
@@ -2429,6 +2632,7 @@ export const RefreshHostCredentialsRequest: MessageFns<RefreshHostCredentialsReq
   fromPartial(object: DeepPartial<RefreshHostCredentialsRequest>): RefreshHostCredentialsRequest {
     const message = createBaseRefreshHostCredentialsRequest();
     message.refreshToken = object.refreshToken ?? "";
+    message.csr = object.csr ?? undefined;
     return message;
   },
 };
@@ -2440,6 +2644,7 @@ function createBaseRefreshHostCredentialsResponse(): RefreshHostCredentialsRespo
     hostTokenExpiresAt: undefined,
     refreshToken: "",
     refreshTokenExpiresAt: undefined,
+    certificate: undefined,
   };
 }
 
@@ -2459,6 +2664,9 @@ export const RefreshHostCredentialsResponse: MessageFns<RefreshHostCredentialsRe
     }
     if (message.refreshTokenExpiresAt !== undefined) {
       Timestamp.encode(toTimestamp(message.refreshTokenExpiresAt), writer.uint32(42).fork()).join();
+    }
+    if (message.certificate !== undefined) {
+      HostCertificate.encode(message.certificate, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -2516,6 +2724,14 @@ export const RefreshHostCredentialsResponse: MessageFns<RefreshHostCredentialsRe
             message.refreshTokenExpiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.certificate = HostCertificate.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2555,6 +2771,7 @@ export const RefreshHostCredentialsResponse: MessageFns<RefreshHostCredentialsRe
         : isSet(object.refresh_token_expires_at)
         ? fromJsonTimestamp(object.refresh_token_expires_at)
         : undefined,
+      certificate: isSet(object.certificate) ? HostCertificate.fromJSON(object.certificate) : undefined,
     };
   },
 
@@ -2575,6 +2792,9 @@ export const RefreshHostCredentialsResponse: MessageFns<RefreshHostCredentialsRe
     if (message.refreshTokenExpiresAt !== undefined) {
       obj.refreshTokenExpiresAt = message.refreshTokenExpiresAt.toISOString();
     }
+    if (message.certificate !== undefined) {
+      obj.certificate = HostCertificate.toJSON(message.certificate);
+    }
     return obj;
   },
 
@@ -2588,6 +2808,9 @@ export const RefreshHostCredentialsResponse: MessageFns<RefreshHostCredentialsRe
     message.hostTokenExpiresAt = object.hostTokenExpiresAt ?? undefined;
     message.refreshToken = object.refreshToken ?? "";
     message.refreshTokenExpiresAt = object.refreshTokenExpiresAt ?? undefined;
+    message.certificate = (object.certificate !== undefined && object.certificate !== null)
+      ? HostCertificate.fromPartial(object.certificate)
+      : undefined;
     return message;
   },
 };

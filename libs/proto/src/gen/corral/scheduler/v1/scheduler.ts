@@ -129,6 +129,10 @@ export interface GetWorkloadResponse {
 
 export interface ListWorkloadsRequest {
   teamId: string;
+  /** When set, only workloads placed on this host. */
+  hostId: string;
+  /** Leave out workloads that have come to rest (stopped, failed, retired). */
+  excludeTerminal: boolean;
 }
 
 export interface ListWorkloadsResponse {
@@ -282,6 +286,19 @@ export interface RestoreWorkloadRequest {
 }
 
 export interface RestoreWorkloadResponse {
+  workload: Workload | undefined;
+}
+
+export interface DestroyWorkloadRequest {
+  id: string;
+  teamId: string;
+  /** Stop a live workload first instead of refusing. */
+  force: boolean;
+  /** Grace period of that stop; 0 means the default. */
+  timeoutSeconds: number;
+}
+
+export interface DestroyWorkloadResponse {
   workload: Workload | undefined;
 }
 
@@ -1667,13 +1684,19 @@ export const GetWorkloadResponse: MessageFns<GetWorkloadResponse> = {
 };
 
 function createBaseListWorkloadsRequest(): ListWorkloadsRequest {
-  return { teamId: "" };
+  return { teamId: "", hostId: "", excludeTerminal: false };
 }
 
 export const ListWorkloadsRequest: MessageFns<ListWorkloadsRequest> = {
   encode(message: ListWorkloadsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.teamId !== "") {
       writer.uint32(10).string(message.teamId);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(18).string(message.hostId);
+    }
+    if (message.excludeTerminal !== false) {
+      writer.uint32(24).bool(message.excludeTerminal);
     }
     return writer;
   },
@@ -1699,6 +1722,22 @@ export const ListWorkloadsRequest: MessageFns<ListWorkloadsRequest> = {
             message.teamId = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.excludeTerminal = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1718,6 +1757,16 @@ export const ListWorkloadsRequest: MessageFns<ListWorkloadsRequest> = {
         : isSet(object.team_id)
         ? globalThis.String(object.team_id)
         : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      excludeTerminal: isSet(object.excludeTerminal)
+        ? globalThis.Boolean(object.excludeTerminal)
+        : isSet(object.exclude_terminal)
+        ? globalThis.Boolean(object.exclude_terminal)
+        : false,
     };
   },
 
@@ -1725,6 +1774,12 @@ export const ListWorkloadsRequest: MessageFns<ListWorkloadsRequest> = {
     const obj: any = {};
     if (message.teamId !== "") {
       obj.teamId = message.teamId;
+    }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.excludeTerminal !== false) {
+      obj.excludeTerminal = message.excludeTerminal;
     }
     return obj;
   },
@@ -1735,6 +1790,8 @@ export const ListWorkloadsRequest: MessageFns<ListWorkloadsRequest> = {
   fromPartial(object: DeepPartial<ListWorkloadsRequest>): ListWorkloadsRequest {
     const message = createBaseListWorkloadsRequest();
     message.teamId = object.teamId ?? "";
+    message.hostId = object.hostId ?? "";
+    message.excludeTerminal = object.excludeTerminal ?? false;
     return message;
   },
 };
@@ -4328,6 +4385,200 @@ export const RestoreWorkloadResponse: MessageFns<RestoreWorkloadResponse> = {
   },
 };
 
+function createBaseDestroyWorkloadRequest(): DestroyWorkloadRequest {
+  return { id: "", teamId: "", force: false, timeoutSeconds: 0 };
+}
+
+export const DestroyWorkloadRequest: MessageFns<DestroyWorkloadRequest> = {
+  encode(message: DestroyWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    if (message.force !== false) {
+      writer.uint32(24).bool(message.force);
+    }
+    if (message.timeoutSeconds !== 0) {
+      writer.uint32(32).uint32(message.timeoutSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DestroyWorkloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDestroyWorkloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.force = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.timeoutSeconds = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DestroyWorkloadRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      force: isSet(object.force) ? globalThis.Boolean(object.force) : false,
+      timeoutSeconds: isSet(object.timeoutSeconds)
+        ? globalThis.Number(object.timeoutSeconds)
+        : isSet(object.timeout_seconds)
+        ? globalThis.Number(object.timeout_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: DestroyWorkloadRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.force !== false) {
+      obj.force = message.force;
+    }
+    if (message.timeoutSeconds !== 0) {
+      obj.timeoutSeconds = Math.round(message.timeoutSeconds);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DestroyWorkloadRequest>): DestroyWorkloadRequest {
+    return DestroyWorkloadRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DestroyWorkloadRequest>): DestroyWorkloadRequest {
+    const message = createBaseDestroyWorkloadRequest();
+    message.id = object.id ?? "";
+    message.teamId = object.teamId ?? "";
+    message.force = object.force ?? false;
+    message.timeoutSeconds = object.timeoutSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseDestroyWorkloadResponse(): DestroyWorkloadResponse {
+  return { workload: undefined };
+}
+
+export const DestroyWorkloadResponse: MessageFns<DestroyWorkloadResponse> = {
+  encode(message: DestroyWorkloadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workload !== undefined) {
+      Workload.encode(message.workload, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DestroyWorkloadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDestroyWorkloadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workload = Workload.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DestroyWorkloadResponse {
+    return { workload: isSet(object.workload) ? Workload.fromJSON(object.workload) : undefined };
+  },
+
+  toJSON(message: DestroyWorkloadResponse): unknown {
+    const obj: any = {};
+    if (message.workload !== undefined) {
+      obj.workload = Workload.toJSON(message.workload);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DestroyWorkloadResponse>): DestroyWorkloadResponse {
+    return DestroyWorkloadResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DestroyWorkloadResponse>): DestroyWorkloadResponse {
+    const message = createBaseDestroyWorkloadResponse();
+    message.workload = (object.workload !== undefined && object.workload !== null)
+      ? Workload.fromPartial(object.workload)
+      : undefined;
+    return message;
+  },
+};
+
 /** Places workloads on hosts and drives them through their lifecycle. */
 export type SchedulerServiceService = typeof SchedulerServiceService;
 export const SchedulerServiceService = {
@@ -4494,6 +4745,23 @@ export const SchedulerServiceService = {
       Buffer.from(RestoreWorkloadResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RestoreWorkloadResponse => RestoreWorkloadResponse.decode(value),
   },
+  /**
+   * Tears a workload down on its host (tearing_down, then retired): stops it
+   * first when `force`, else FAILED_PRECONDITION while it is live.
+   * Idempotent: a retired workload is returned unchanged. A workload whose
+   * host is gone (deleted or down) is retired without it, with a reason.
+   */
+  destroyWorkload: {
+    path: "/corral.scheduler.v1.SchedulerService/DestroyWorkload" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DestroyWorkloadRequest): Buffer =>
+      Buffer.from(DestroyWorkloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DestroyWorkloadRequest => DestroyWorkloadRequest.decode(value),
+    responseSerialize: (value: DestroyWorkloadResponse): Buffer =>
+      Buffer.from(DestroyWorkloadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DestroyWorkloadResponse => DestroyWorkloadResponse.decode(value),
+  },
 } as const;
 
 export interface SchedulerServiceServer extends UntypedServiceImplementation {
@@ -4526,6 +4794,13 @@ export interface SchedulerServiceServer extends UntypedServiceImplementation {
    * workload `id` (same spec, new id).
    */
   restoreWorkload: handleUnaryCall<RestoreWorkloadRequest, RestoreWorkloadResponse>;
+  /**
+   * Tears a workload down on its host (tearing_down, then retired): stops it
+   * first when `force`, else FAILED_PRECONDITION while it is live.
+   * Idempotent: a retired workload is returned unchanged. A workload whose
+   * host is gone (deleted or down) is retired without it, with a reason.
+   */
+  destroyWorkload: handleUnaryCall<DestroyWorkloadRequest, DestroyWorkloadResponse>;
 }
 
 export interface SchedulerServiceClient extends Client {
@@ -4727,6 +5002,27 @@ export interface SchedulerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RestoreWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Tears a workload down on its host (tearing_down, then retired): stops it
+   * first when `force`, else FAILED_PRECONDITION while it is live.
+   * Idempotent: a retired workload is returned unchanged. A workload whose
+   * host is gone (deleted or down) is retired without it, with a reason.
+   */
+  destroyWorkload(
+    request: DestroyWorkloadRequest,
+    callback: (error: ServiceError | null, response: DestroyWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  destroyWorkload(
+    request: DestroyWorkloadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DestroyWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  destroyWorkload(
+    request: DestroyWorkloadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DestroyWorkloadResponse) => void,
   ): ClientUnaryCall;
 }
 
