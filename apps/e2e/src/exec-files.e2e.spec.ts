@@ -212,7 +212,7 @@ describeE2e('exec and files end to end', () => {
     await api('DELETE', `/v1/workloads/${id}`);
   });
 
-  (vmMissing ? it.skip : it)('snapshots a running microVM over REST with progress, and restores it through the CLI to a VM that serves again', async () => {
+  (vmMissing ? it.skip : it)('execs and copies files into a running microVM through its guest agent, snapshots it over REST with progress, and restores it through the CLI to a VM that serves again', async () => {
     const image = await ensureMicrovmImage();
     const id = await create({
       name: 'snap-vm',
@@ -231,6 +231,24 @@ describeE2e('exec and files end to end', () => {
         { timeoutMs: 90_000, what: 'microVM HTTP' },
       );
     await serves(await portOf(id));
+
+    // Exec and files inside the VM go through the QEMU guest agent: over the
+    // REST WebSocket (stdin buffered until EOF: the guest agent has no
+    // streams), and through the CLI. qemu-ga may answer a moment after httpd.
+    const vmExec = await eventually(
+      async () => {
+        const outcome = await wsExec(id, ['/bin/sh', '-c', 'cat; echo vm-err >&2; exit 5'], 'into the guest');
+        return outcome.exit === undefined ? undefined : outcome;
+      },
+      { timeoutMs: 60_000, what: 'guest agent exec' },
+    );
+    expect(vmExec).toEqual({ stdout: 'into the guest', stderr: 'vm-err\n', exit: 5 });
+    expect(await api('PUT', `/v1/workloads/${id}/files?path=/tmp/in-vm.txt`, 'written through qemu-ga\n')).toMatchObject({ status: 200 });
+    expect(await api('GET', `/v1/workloads/${id}/files?path=/tmp/in-vm.txt`)).toMatchObject({ status: 200, text: 'written through qemu-ga\n' });
+    const vmListing = await api('GET', `/v1/workloads/${id}/files?path=/tmp&list=true`);
+    expect(JSON.parse(vmListing.text).entries).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'in-vm.txt', kind: 'file', sizeBytes: 24 })]));
+    expect((await api('GET', `/v1/workloads/${id}/files?path=${encodeURIComponent('/tmp/../etc/passwd')}`)).status).toBe(400);
+    await expect(corral(['exec', id, '--', '/bin/cat', '/tmp/in-vm.txt'])).resolves.toMatchObject({ exitCode: 0, stdout: 'written through qemu-ga\n' });
 
     const snapshot = await api('POST', `/v1/workloads/${id}/snapshots`);
     expect(snapshot).toMatchObject({ status: 200, type: 'application/x-ndjson' });
