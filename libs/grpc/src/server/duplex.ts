@@ -4,6 +4,7 @@ import type { Logger } from '@corral/logging';
 import { AsyncQueue } from '../common/async-queue';
 import { toGrpcError } from '../errors/status-mapping';
 import type { CallContext } from './handlers';
+import { drained, nextOrAbort } from './stream-waits';
 
 // Client-streaming and bidirectional handlers, in the style of
 // implementServerStream: requests arrive as an AsyncIterable, a bidi
@@ -145,37 +146,4 @@ async function runClientStream(
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     logger.debug('grpc call', { method: path, outcome, ms: Math.round(ms * 10) / 10 });
   }
-}
-
-function nextOrAbort<T>(iterator: AsyncIterator<T>, signal: AbortSignal): Promise<IteratorResult<T>> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    iterator.next().then(
-      (r) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(r);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
-}
-
-function drained(call: ServerDuplexStream<unknown, unknown>, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = () => {
-      signal.removeEventListener('abort', abort);
-      resolve();
-    };
-    const abort = () => {
-      call.removeListener('drain', done);
-      reject(signal.reason);
-    };
-    call.once('drain', done);
-    signal.addEventListener('abort', abort, { once: true });
-  });
 }

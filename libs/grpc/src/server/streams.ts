@@ -3,6 +3,7 @@ import { DeadlineExceededError, isCorralError } from '@corral/domain';
 import type { Logger } from '@corral/logging';
 import { toGrpcError } from '../errors/status-mapping';
 import type { CallContext } from './handlers';
+import { drained, nextOrAbort } from './stream-waits';
 
 type StreamMethods<S> = {
   [K in keyof S]: S[K] extends {
@@ -83,39 +84,4 @@ async function runServerStream(
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     logger.debug('grpc stream', { method: path, outcome, messages, ms: Math.round(ms * 10) / 10 });
   }
-}
-
-/** The iterator's next value, or a rejection as soon as the call is aborted (a generator may be waiting on something slow). */
-function nextOrAbort<T>(iterator: AsyncIterator<T>, signal: AbortSignal): Promise<IteratorResult<T>> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    iterator.next().then(
-      (r) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(r);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
-}
-
-function drained(call: ServerWritableStream<unknown, unknown>, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = () => {
-      call.removeListener('drain', done);
-      signal.removeEventListener('abort', abort);
-      resolve();
-    };
-    const abort = () => {
-      call.removeListener('drain', done);
-      reject(signal.reason);
-    };
-    call.once('drain', done);
-    signal.addEventListener('abort', abort, { once: true });
-  });
 }
