@@ -3,6 +3,7 @@ import { applyMigrations, createPrismaClient } from '@corral/db';
 import { checkHealth, createClient, startGrpcServer } from '@corral/grpc';
 import { createLogger, type Logger } from '@corral/logging';
 import { hostRegistryV1, schedulerV1 } from '@corral/proto';
+import { createImageOperations, schedulerHostImages } from './operations/image-operations';
 import { schedulerWorkloadStreams } from './operations/scheduler-streams';
 import { adminKeyBanner, writeAdminKeyFile } from './bootstrap/admin-key-announcement';
 import type { GatewayConfig } from './config';
@@ -79,6 +80,7 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
       hostRegistry,
       authenticate: (key) => authenticateApiKey(prisma, key),
     });
+    const images = createImageOperations(schedulerHostImages(scheduler));
 
     const serving = (address: string) =>
       checkHealth(address, '', { deadlineMs: READINESS_DEADLINE_MS }).then(
@@ -90,6 +92,7 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
       logger,
       bodyLimitBytes: config.bodyLimitBytes,
       fileMaxBytes: config.fileMaxBytes,
+      images,
       readiness: async () => {
         const [database, schedulerUp, hostRegistryUp] = await Promise.all([
           prisma.$queryRaw`SELECT 1`.then(
@@ -112,7 +115,7 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
       host: config.grpcHost,
       port: config.grpcPort,
       logger,
-      services: [corralGrpcService(operations, logger, { fileMaxBytes: config.fileMaxBytes })],
+      services: [corralGrpcService(operations, logger, { fileMaxBytes: config.fileMaxBytes, images })],
     });
     cleanups.push(() => grpc.stop());
 

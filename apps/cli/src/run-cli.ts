@@ -3,6 +3,7 @@ import { isCorralError } from '@corral/domain';
 import { ERROR_NAME_KEY, isServiceError } from '@corral/grpc';
 import { registerAdmin } from './commands/admin';
 import { registerHosts } from './commands/hosts';
+import { registerImages } from './commands/images';
 import { registerTls } from './commands/tls';
 import { registerTokens } from './commands/tokens';
 import { registerWhoAmI } from './commands/whoami';
@@ -36,6 +37,7 @@ function buildProgram(session: Session): Command {
   registerTokens(program, session);
   registerHosts(program, session);
   registerWorkloads(program, session);
+  registerImages(program, session);
   registerExec(program, session);
   registerCopy(program, session);
   registerAdmin(program, session);

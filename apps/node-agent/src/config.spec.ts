@@ -23,6 +23,7 @@ describe('node agent config', () => {
       portRange: { start: 10000, end: 60000 },
       credentialFailurePolicy: 'keep-running',
       fileMaxBytes: 256 * 1024 * 1024,
+      imageMaxBytes: 8 * 1024 * 1024 * 1024,
       execBufferedStdinMaxBytes: 1024 * 1024,
       execBufferedTimeoutMs: 600_000,
       natsUrl: 'nats://127.0.0.1:4222',

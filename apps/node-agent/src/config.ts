@@ -35,6 +35,8 @@ export const nodeAgentConfigSchema = {
   credentialFailurePolicy: oneOf('AGENT_CREDENTIAL_FAILURE_POLICY', CREDENTIAL_FAILURE_POLICIES, { default: 'keep-running' }),
   /** Largest file WriteFile accepts; larger uploads are refused and leave nothing behind. */
   fileMaxBytes: int('AGENT_FILE_MAX_BYTES', { default: 256 * 1024 * 1024, min: 1 }),
+  /** Largest image archive ImportImage accepts (spooled under the state dir). */
+  imageMaxBytes: int('AGENT_IMAGE_MAX_BYTES', { default: 8 * 1024 * 1024 * 1024, min: 1 }),
   /** Exec through a driver without streaming exec: stdin is buffered until EOF, up to this much. */
   execBufferedStdinMaxBytes: int('AGENT_EXEC_BUFFERED_STDIN_MAX_BYTES', { default: 1024 * 1024, min: 0, max: 64 * 1024 * 1024 }),
   /** How long such a buffered exec may run. */

@@ -134,6 +134,7 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
               bufferedStdinMaxBytes: config.execBufferedStdinMaxBytes,
               bufferedTimeoutMs: config.execBufferedTimeoutMs,
             },
+            images: { imageMaxBytes: config.imageMaxBytes, spoolDir: join(stateDir, 'image-imports') },
           }),
         },
       ],

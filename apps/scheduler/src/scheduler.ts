@@ -50,7 +50,7 @@ export async function startScheduler(config: SchedulerConfig, logger: Logger = c
     host: config.grpcHost,
     port: config.grpcPort,
     logger,
-    services: [{ definition: schedulerV1.SchedulerServiceService, implementation: schedulerService(workloads, logger) }],
+    services: [{ definition: schedulerV1.SchedulerServiceService, implementation: schedulerService(workloads, logger, { hosts, agents }) }],
   });
   logger.info('scheduler listening', { address: server.address });
   let stopped: Promise<void> | undefined;

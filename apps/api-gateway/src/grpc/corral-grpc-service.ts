@@ -4,6 +4,7 @@ import type { Logger } from '@corral/logging';
 import { apiV1 } from '@corral/proto';
 import { isServerFault, toPublicError } from '../errors/public-error';
 import type { CorralOperations, OperationContext } from '../operations/corral-operations';
+import { createImageOperations, type ImageOperations } from '../operations/image-operations';
 
 // The public gRPC adapter: corral.api.v1.CorralService over the same
 // operations as REST, authenticated by "authorization: Bearer <key>"
@@ -18,11 +19,20 @@ function authorizationOf(ctx: CallContext): string | undefined {
   return values.length === 1 ? values[0].toString() : undefined;
 }
 
+/** Default largest archive through ImportHostImage. */
+export const DEFAULT_IMAGE_MAX_BYTES = 8 * 1024 * 1024 * 1024;
+
 /** Default largest upload through WriteWorkloadFile. */
 export const DEFAULT_FILE_MAX_BYTES = 256 * 1024 * 1024;
 
-export function corralGrpcService(operations: CorralOperations, logger: Logger, options: { fileMaxBytes?: number } = {}): ServiceRegistration {
+export function corralGrpcService(
+  operations: CorralOperations,
+  logger: Logger,
+  options: { fileMaxBytes?: number; images?: ImageOperations; imageMaxBytes?: number } = {},
+): ServiceRegistration {
   const fileMaxBytes = options.fileMaxBytes ?? DEFAULT_FILE_MAX_BYTES;
+  const images = options.images ?? createImageOperations(undefined);
+  const imageMaxBytes = options.imageMaxBytes ?? DEFAULT_IMAGE_MAX_BYTES;
   const authenticated = async (ctx: CallContext): Promise<OperationContext> => ({
     caller: await operations.authenticate(authorizationOf(ctx)),
     signal: ctx.signal,
@@ -90,6 +100,10 @@ export function corralGrpcService(operations: CorralOperations, logger: Logger, 
     },
     async revokeRegistrationToken(request, ctx) {
       return { token: await operations.revokeRegistrationToken(await authenticated(ctx), request.id) };
+    },
+    async listHostImages(request, ctx) {
+      const list = await images.listHostImages(await authenticated(ctx), request.hostId);
+      return { images: list.map((i) => ({ ...i, createdAt: i.createdAt ? new Date(i.createdAt) : undefined })) };
     },
   };
 
@@ -199,6 +213,44 @@ export function corralGrpcService(operations: CorralOperations, logger: Logger, 
             throw publicError(err, ctx);
           } finally {
             open.close();
+          }
+        },
+        async *importHostImage(requests, ctx) {
+          let events;
+          try {
+            const caller = await authenticated(ctx);
+            const iterator = requests[Symbol.asyncIterator]();
+            const first = await iterator.next();
+            if (first.done || first.value.kind?.$case !== 'header') throw new InvalidArgumentError('the first message must be the header', { field: 'header' });
+            const header = first.value.kind.value;
+            const content = (async function* () {
+              for (;;) {
+                const next = await iterator.next();
+                // Without eof the upload was cut short: nothing may be imported.
+                if (next.done) throw new InvalidArgumentError('the upload ended before eof', { field: 'eof' });
+                const kind = next.value.kind;
+                if (kind?.$case === 'eof') return;
+                if (kind?.$case !== 'chunk') throw new InvalidArgumentError('only archive chunks may follow the header', { field: 'chunk' });
+                yield Buffer.from(kind.value);
+              }
+            })();
+            events = await images.importHostImage(
+              caller,
+              header.hostId,
+              { ref: header.ref, format: header.format || undefined, maxBytes: imageMaxBytes, ...(header.sizeBytes ? { sizeBytes: header.sizeBytes } : {}) },
+              content,
+            );
+            for await (const event of events) {
+              if (event.type === 'progress') {
+                const { type: _type, ...progress } = event;
+                yield { kind: { $case: 'progress', value: progress } };
+              } else {
+                const { type: _type, ...result } = event;
+                yield { kind: { $case: 'result', value: result } };
+              }
+            }
+          } catch (err) {
+            throw publicError(err, ctx);
           }
         },
       },

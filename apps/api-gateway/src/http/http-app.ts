@@ -16,6 +16,8 @@ import { compileRequestValidator } from './request-validation';
 import { routeSchemas, sharedSchemas } from './schemas';
 import { hostView, workloadView } from './views';
 import { registerWorkloadStreamRoutes } from './workload-stream-routes';
+import { createImageOperations, type ImageOperations } from '../operations/image-operations';
+import { registerImageRoutes } from './image-routes';
 
 // The REST adapter: routes, request shapes and HTTP status codes over the
 // shared operations. It owns nothing else.
@@ -37,6 +39,10 @@ export interface HttpAppOptions {
   /** Largest file upload (PUT …/files); default 256 MiB. */
   fileMaxBytes?: number;
   readiness?: ReadinessCheck;
+  /** Host image imports (POST/GET /v1/hosts/{id}/images); absent: they answer UNAVAILABLE. */
+  images?: ImageOperations;
+  /** Largest image archive; default 8 GiB. */
+  imageMaxBytes?: number;
 }
 
 export const LOGS_TRUNCATED_HEADER = 'x-corral-logs-truncated';
@@ -201,6 +207,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     );
 
     await registerWorkloadStreamRoutes(api, { operations, logger, fileMaxBytes: options.fileMaxBytes ?? 256 * 1024 * 1024, callerOf });
+    await registerImageRoutes(api, { images: options.images ?? createImageOperations(undefined), logger, imageMaxBytes: options.imageMaxBytes ?? 8 * 1024 * 1024 * 1024, callerOf });
 
     api.get<{ Params: { id: string }; Querystring: { tail?: number; follow?: boolean } }>(
       '/v1/workloads/:id/logs',

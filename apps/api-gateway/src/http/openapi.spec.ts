@@ -57,6 +57,8 @@ describe('OpenAPI document', () => {
         'PUT /v1/workloads/{id}/files',
         'POST /v1/workloads/{id}/snapshots',
         'POST /v1/workloads/{id}/snapshots/{snapshotId}/restore',
+        'POST /v1/hosts/{id}/images',
+        'GET /v1/hosts/{id}/images',
       ].sort(),
     );
   });

@@ -1,3 +1,5 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError, instanceStateToProto, workloadExtrasFromWire } from '@corral/domain';
 import { AsyncQueue, implementBidiStream, implementClientStream, implementServerStream, implementUnary, type CallContext } from '@corral/grpc';
 import type { Logger } from '@corral/logging';
@@ -7,6 +9,7 @@ import type { DriverRegistry } from '../drivers/driver-registry';
 import { openExecSession, type ExecLimits } from '../workloads/workload-exec';
 import { wireExitCode, type WorkloadView } from '../workloads/workload-record';
 import type { WorkloadSupervisor } from '../workloads/workload-supervisor';
+import { importImageStream, listImages, type ImageImportLimits } from './image-import';
 
 export interface NodeAgentServiceDeps {
   /** The supervisor once the agent is ready; throws UnavailableError before. */
@@ -16,7 +19,14 @@ export interface NodeAgentServiceDeps {
   logger: Logger;
   /** Exec and file limits; defaults below. */
   limits?: Partial<AgentStreamLimits>;
+  /** Image import limits and spool dir (the agent passes one under its state dir); defaults below. */
+  images?: Partial<ImageImportLimits>;
 }
+
+export const DEFAULT_IMAGE_LIMITS: ImageImportLimits = {
+  imageMaxBytes: 8 * 1024 * 1024 * 1024,
+  spoolDir: join(tmpdir(), 'corral-image-imports'),
+};
 
 export interface AgentStreamLimits extends ExecLimits {
   /** Largest file WriteFile accepts. */
@@ -54,7 +64,14 @@ function filesOf(deps: NodeAgentServiceDeps, workloadId: string, what: string): 
 function duplexHandlers(deps: NodeAgentServiceDeps) {
   const limits = { ...DEFAULT_STREAM_LIMITS, ...deps.limits };
   return {
-    ...implementBidiStream(agentV1.NodeAgentServiceService, { exec: (requests, ctx) => execStream(deps, limits, requests, ctx) }, deps.logger),
+    ...implementBidiStream(
+      agentV1.NodeAgentServiceService,
+      {
+        exec: (requests, ctx) => execStream(deps, limits, requests, ctx),
+        importImage: (requests) => importImageStream(deps.drivers, { ...DEFAULT_IMAGE_LIMITS, ...deps.images }, requests),
+      },
+      deps.logger,
+    ),
     ...implementClientStream(
       agentV1.NodeAgentServiceService,
       {
@@ -268,6 +285,9 @@ function unaryHandlers(deps: NodeAgentServiceDeps) {
         return {
           entries: entries.map((e) => ({ name: e.name, kind: e.kind, sizeBytes: e.sizeBytes, mode: e.mode, modifiedAt: e.modifiedAt })),
         };
+      },
+      async listImages(req) {
+        return listImages(deps.drivers, req);
       },
       async fingerprint() {
         const [capacity, drivers] = await Promise.all([deps.capacity(), deps.drivers.fingerprints()]);

@@ -4,12 +4,18 @@ import type { Logger } from '@corral/logging';
 import { schedulerV1 } from '@corral/proto';
 import { workloadToProto } from '../workloads/workload-store';
 import type { WorkloadService } from '../workloads/workload-service';
+import { hostImageHandlers, type HostImagesDeps } from './host-images';
 import { workloadStreamHandlers } from './workload-streams';
 
 const team = (teamId: string) => teamId || null;
 
-export function schedulerService(workloads: WorkloadService, logger: Logger) {
-  return { ...unaryHandlers(workloads, logger), ...streamHandlers(workloads, logger), ...workloadStreamHandlers(workloads, logger) };
+export function schedulerService(workloads: WorkloadService, logger: Logger, images?: HostImagesDeps) {
+  return {
+    ...unaryHandlers(workloads, logger),
+    ...streamHandlers(workloads, logger),
+    ...workloadStreamHandlers(workloads, logger),
+    ...(images ? hostImageHandlers(images, logger) : {}),
+  };
 }
 
 function streamHandlers(workloads: WorkloadService, logger: Logger) {

@@ -607,3 +607,104 @@ export function podmanImport(
     mapError: (result) => execErrorFromResult(result),
   };
 }
+
+/** Archive formats an image import accepts: a rootfs tarball (`podman import`) or an image archive (`podman load`). */
+export const IMAGE_ARCHIVE_FORMATS = ['rootfs-tar', 'oci-archive', 'docker-archive'] as const;
+export type ImageArchiveFormat = (typeof IMAGE_ARCHIVE_FORMATS)[number];
+
+// name components, an optional registry port, an optional tag (docker's reference grammar, no digests:
+// an import makes a new image, so a digest could only lie).
+const IMAGE_REF = /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]{1,5})?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$/;
+
+/** Checks an image reference given by a caller; InvalidArgument naming `field` otherwise. */
+export function validateImageRef(ref: string, field = 'ref'): string {
+  if (!ref || ref.length > 255 || !IMAGE_REF.test(ref)) {
+    throw new InvalidArgumentError('ref must be an image reference such as localhost/app:1 (lowercase name, optional tag)', { field });
+  }
+  return ref;
+}
+
+export function validateImageFormat(format: string, field = 'format'): ImageArchiveFormat {
+  if (!(IMAGE_ARCHIVE_FORMATS as readonly string[]).includes(format)) {
+    throw new InvalidArgumentError(`format must be one of ${IMAGE_ARCHIVE_FORMATS.join(', ')}`, { field });
+  }
+  return format as ImageArchiveFormat;
+}
+
+/** `podman load -i ARCHIVE`: an OCI or docker archive. Parses to the names podman reports having loaded. */
+export function podmanLoad(archivePath: string, cli: PodmanCli = DEFAULT_PODMAN_CLI, timeoutMs = 600_000): Command<string[]> {
+  if (!archivePath.startsWith('/')) throw new InvalidArgumentError('archive path must be absolute', { field: 'archivePath' });
+  return {
+    program: cli.program,
+    args: [...cli.globalArgs, 'load', '--input', archivePath],
+    timeoutMs,
+    parse: (stdout) => {
+      const names = stdout
+        .split('\n')
+        .map((line) => /^Loaded image(?:\(s\))?:\s*(.+)$/.exec(line.trim())?.[1])
+        .filter((v): v is string => Boolean(v))
+        .flatMap((v) => v.split(','))
+        .map((v) => v.trim())
+        .filter(Boolean);
+      if (names.length === 0) throw new Error('podman load reported no image');
+      return names;
+    },
+    mapError: (result) => execErrorFromResult(result),
+  };
+}
+
+/** `podman tag SOURCE REF`. */
+export function podmanTag(source: string, ref: string, cli: PodmanCli = DEFAULT_PODMAN_CLI): Command<void> {
+  if (!source || source.startsWith('-')) throw new InvalidArgumentError('not an image', { field: 'source' });
+  validateImageRef(ref);
+  return { program: cli.program, args: [...cli.globalArgs, 'tag', source, ref], timeoutMs: 30_000, parse: () => undefined, mapError: (result) => execErrorFromResult(result) };
+}
+
+/** `podman image inspect --format {{.Id}} REF`: the image's id. */
+export function podmanImageId(ref: string, cli: PodmanCli = DEFAULT_PODMAN_CLI): Command<string> {
+  if (!ref || ref.startsWith('-')) throw new InvalidArgumentError('not an image', { field: 'ref' });
+  return {
+    program: cli.program,
+    args: [...cli.globalArgs, 'image', 'inspect', '--format', '{{.Id}}', ref],
+    timeoutMs: 30_000,
+    parse: (stdout) => {
+      const id = stdout.trim().replace(/^sha256:/, '');
+      if (!/^[0-9a-f]{12,64}$/.test(id)) throw new Error('podman image inspect printed no image id');
+      return id;
+    },
+    mapError: (result) => (/image not known|no such image/i.test(result.stderr) ? new NotFoundError('no such image', { field: 'ref' }) : execErrorFromResult(result)),
+  };
+}
+
+export interface ImageInfo {
+  imageId: string;
+  refs: string[];
+  sizeBytes: number;
+  createdAt: Date | undefined;
+}
+
+/** `podman images --format json`. */
+export function podmanImages(cli: PodmanCli = DEFAULT_PODMAN_CLI): Command<ImageInfo[]> {
+  return {
+    program: cli.program,
+    args: [...cli.globalArgs, 'images', '--format', 'json'],
+    timeoutMs: 30_000,
+    parse: (stdout) => parseImages(stdout),
+    mapError: (result) => execErrorFromResult(result),
+  };
+}
+
+export function parseImages(stdout: string): ImageInfo[] {
+  const data: unknown = JSON.parse(stdout.trim() || '[]');
+  if (!Array.isArray(data)) throw new Error('podman images printed no list');
+  return data.filter(isObject).map((image) => {
+    const names = Array.isArray(image.Names) ? image.Names.filter((n): n is string => typeof n === 'string') : [];
+    const created = typeof image.Created === 'number' ? new Date(image.Created * 1000) : undefined;
+    return {
+      imageId: typeof image.Id === 'string' ? image.Id.replace(/^sha256:/, '') : '',
+      refs: names,
+      sizeBytes: typeof image.Size === 'number' ? image.Size : 0,
+      createdAt: created,
+    };
+  });
+}

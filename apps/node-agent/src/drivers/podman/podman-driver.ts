@@ -1,5 +1,5 @@
 import { accessSync, constants, statSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -43,6 +43,12 @@ import {
   podmanExec,
   podmanExecSessionArgs,
   podmanImport,
+  podmanImageId,
+  podmanImages,
+  podmanLoad,
+  podmanTag,
+  validateImageRef,
+  type ImageInfo,
   podmanInfo,
   podmanInspect,
   podmanKill,
@@ -499,6 +505,26 @@ export class PodmanDriver implements Driver, LogsCapability, PauseCapability, Ex
     } finally {
       await served.close();
     }
+  }
+
+  /**
+   * Loads an OCI or docker archive (`podman load`) and names the image `ref`
+   * (`podman tag`). podman reads the file itself, so there is no byte
+   * progress of its reading to report.
+   */
+  async loadImage(archivePath: string, ref: string): Promise<ImportedImage> {
+    validateImageRef(ref);
+    const cli = await this.cli();
+    const { size } = await stat(archivePath);
+    const loaded = await this.executor.run(podmanLoad(archivePath, cli));
+    await this.executor.run(podmanTag(loaded[0] as string, ref, cli));
+    const imageId = await this.executor.run(podmanImageId(ref, cli));
+    return { imageId, ref, bytes: size };
+  }
+
+  /** The images in podman's store. */
+  async listImages(): Promise<ImageInfo[]> {
+    return this.executor.run(podmanImages(await this.cli()));
   }
 
   /** Every container labelled corral.workload-id on this host, for the reconciler's orphan search. */

@@ -360,6 +360,62 @@ export interface DestroyWorkloadResponse {
   workload: AgentWorkload | undefined;
 }
 
+export interface ImportImageHeader {
+  /** The driver whose store receives the image: podman. */
+  driver: string;
+  /** The image reference to give it, e.g. localhost/app:1. */
+  ref: string;
+  /** rootfs-tar (podman import), oci-archive or docker-archive (podman load). */
+  format: string;
+  /** The archive's size in bytes if known (0: unknown); more is refused. */
+  sizeBytes: number;
+}
+
+export interface ImportImageRequest {
+  kind: { $case: "header"; value: ImportImageHeader } | { $case: "chunk"; value: Buffer } | //
+  /** Last: the archive is complete. */
+  { $case: "eof"; value: boolean } | undefined;
+}
+
+export interface ImportImageProgress {
+  /**
+   * receiving: the agent is spooling the upload; importing: the runtime is
+   * reading the archive (consumed_bytes counts what it read where the
+   * driver can tell, else 0); storing: it has read all of it.
+   */
+  phase: string;
+  receivedBytes: number;
+  consumedBytes: number;
+  totalBytes: number;
+}
+
+export interface ImportImageResult {
+  imageId: string;
+  ref: string;
+  bytes: number;
+}
+
+export interface ImportImageResponse {
+  kind: { $case: "progress"; value: ImportImageProgress } | { $case: "result"; value: ImportImageResult } | undefined;
+}
+
+export interface ListImagesRequest {
+  /** The driver whose store to list: podman. */
+  driver: string;
+}
+
+export interface ImageSummary {
+  imageId: string;
+  /** Every name the image carries (e.g. localhost/app:1). */
+  refs: string[];
+  sizeBytes: number;
+  createdAt: Date | undefined;
+}
+
+export interface ListImagesResponse {
+  images: ImageSummary[];
+}
+
 function createBaseWorkloadSpec(): WorkloadSpec {
   return {
     workloadId: "",
@@ -5205,6 +5261,849 @@ export const DestroyWorkloadResponse: MessageFns<DestroyWorkloadResponse> = {
   },
 };
 
+function createBaseImportImageHeader(): ImportImageHeader {
+  return { driver: "", ref: "", format: "", sizeBytes: 0 };
+}
+
+export const ImportImageHeader: MessageFns<ImportImageHeader> = {
+  encode(message: ImportImageHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.driver !== "") {
+      writer.uint32(10).string(message.driver);
+    }
+    if (message.ref !== "") {
+      writer.uint32(18).string(message.ref);
+    }
+    if (message.format !== "") {
+      writer.uint32(26).string(message.format);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(32).uint64(message.sizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportImageHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportImageHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.driver = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ref = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.format = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportImageHeader {
+    return {
+      driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
+      ref: isSet(object.ref) ? globalThis.String(object.ref) : "",
+      format: isSet(object.format) ? globalThis.String(object.format) : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: ImportImageHeader): unknown {
+    const obj: any = {};
+    if (message.driver !== "") {
+      obj.driver = message.driver;
+    }
+    if (message.ref !== "") {
+      obj.ref = message.ref;
+    }
+    if (message.format !== "") {
+      obj.format = message.format;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImportImageHeader>): ImportImageHeader {
+    return ImportImageHeader.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImportImageHeader>): ImportImageHeader {
+    const message = createBaseImportImageHeader();
+    message.driver = object.driver ?? "";
+    message.ref = object.ref ?? "";
+    message.format = object.format ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseImportImageRequest(): ImportImageRequest {
+  return { kind: undefined };
+}
+
+export const ImportImageRequest: MessageFns<ImportImageRequest> = {
+  encode(message: ImportImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "header":
+        ImportImageHeader.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "chunk":
+        writer.uint32(18).bytes(message.kind.value);
+        break;
+      case "eof":
+        writer.uint32(24).bool(message.kind.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "header", value: ImportImageHeader.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "chunk", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.kind = { $case: "eof", value: reader.bool() };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportImageRequest {
+    return {
+      kind: isSet(object.header)
+        ? { $case: "header", value: ImportImageHeader.fromJSON(object.header) }
+        : isSet(object.chunk)
+        ? { $case: "chunk", value: Buffer.from(bytesFromBase64(object.chunk)) }
+        : isSet(object.eof)
+        ? { $case: "eof", value: globalThis.Boolean(object.eof) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ImportImageRequest): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "header") {
+      obj.header = ImportImageHeader.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "chunk") {
+      obj.chunk = base64FromBytes(message.kind.value);
+    } else if (message.kind?.$case === "eof") {
+      obj.eof = message.kind.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImportImageRequest>): ImportImageRequest {
+    return ImportImageRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImportImageRequest>): ImportImageRequest {
+    const message = createBaseImportImageRequest();
+    switch (object.kind?.$case) {
+      case "header": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "header", value: ImportImageHeader.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "chunk": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "chunk", value: object.kind.value };
+        }
+        break;
+      }
+      case "eof": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "eof", value: object.kind.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseImportImageProgress(): ImportImageProgress {
+  return { phase: "", receivedBytes: 0, consumedBytes: 0, totalBytes: 0 };
+}
+
+export const ImportImageProgress: MessageFns<ImportImageProgress> = {
+  encode(message: ImportImageProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.phase !== "") {
+      writer.uint32(10).string(message.phase);
+    }
+    if (message.receivedBytes !== 0) {
+      writer.uint32(16).uint64(message.receivedBytes);
+    }
+    if (message.consumedBytes !== 0) {
+      writer.uint32(24).uint64(message.consumedBytes);
+    }
+    if (message.totalBytes !== 0) {
+      writer.uint32(32).uint64(message.totalBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportImageProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportImageProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.phase = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.receivedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.consumedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.totalBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportImageProgress {
+    return {
+      phase: isSet(object.phase) ? globalThis.String(object.phase) : "",
+      receivedBytes: isSet(object.receivedBytes)
+        ? globalThis.Number(object.receivedBytes)
+        : isSet(object.received_bytes)
+        ? globalThis.Number(object.received_bytes)
+        : 0,
+      consumedBytes: isSet(object.consumedBytes)
+        ? globalThis.Number(object.consumedBytes)
+        : isSet(object.consumed_bytes)
+        ? globalThis.Number(object.consumed_bytes)
+        : 0,
+      totalBytes: isSet(object.totalBytes)
+        ? globalThis.Number(object.totalBytes)
+        : isSet(object.total_bytes)
+        ? globalThis.Number(object.total_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: ImportImageProgress): unknown {
+    const obj: any = {};
+    if (message.phase !== "") {
+      obj.phase = message.phase;
+    }
+    if (message.receivedBytes !== 0) {
+      obj.receivedBytes = Math.round(message.receivedBytes);
+    }
+    if (message.consumedBytes !== 0) {
+      obj.consumedBytes = Math.round(message.consumedBytes);
+    }
+    if (message.totalBytes !== 0) {
+      obj.totalBytes = Math.round(message.totalBytes);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImportImageProgress>): ImportImageProgress {
+    return ImportImageProgress.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImportImageProgress>): ImportImageProgress {
+    const message = createBaseImportImageProgress();
+    message.phase = object.phase ?? "";
+    message.receivedBytes = object.receivedBytes ?? 0;
+    message.consumedBytes = object.consumedBytes ?? 0;
+    message.totalBytes = object.totalBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseImportImageResult(): ImportImageResult {
+  return { imageId: "", ref: "", bytes: 0 };
+}
+
+export const ImportImageResult: MessageFns<ImportImageResult> = {
+  encode(message: ImportImageResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.imageId !== "") {
+      writer.uint32(10).string(message.imageId);
+    }
+    if (message.ref !== "") {
+      writer.uint32(18).string(message.ref);
+    }
+    if (message.bytes !== 0) {
+      writer.uint32(24).uint64(message.bytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportImageResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportImageResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.imageId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ref = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportImageResult {
+    return {
+      imageId: isSet(object.imageId)
+        ? globalThis.String(object.imageId)
+        : isSet(object.image_id)
+        ? globalThis.String(object.image_id)
+        : "",
+      ref: isSet(object.ref) ? globalThis.String(object.ref) : "",
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+    };
+  },
+
+  toJSON(message: ImportImageResult): unknown {
+    const obj: any = {};
+    if (message.imageId !== "") {
+      obj.imageId = message.imageId;
+    }
+    if (message.ref !== "") {
+      obj.ref = message.ref;
+    }
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImportImageResult>): ImportImageResult {
+    return ImportImageResult.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImportImageResult>): ImportImageResult {
+    const message = createBaseImportImageResult();
+    message.imageId = object.imageId ?? "";
+    message.ref = object.ref ?? "";
+    message.bytes = object.bytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseImportImageResponse(): ImportImageResponse {
+  return { kind: undefined };
+}
+
+export const ImportImageResponse: MessageFns<ImportImageResponse> = {
+  encode(message: ImportImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "progress":
+        ImportImageProgress.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "result":
+        ImportImageResult.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "progress", value: ImportImageProgress.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "result", value: ImportImageResult.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportImageResponse {
+    return {
+      kind: isSet(object.progress)
+        ? { $case: "progress", value: ImportImageProgress.fromJSON(object.progress) }
+        : isSet(object.result)
+        ? { $case: "result", value: ImportImageResult.fromJSON(object.result) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ImportImageResponse): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "progress") {
+      obj.progress = ImportImageProgress.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "result") {
+      obj.result = ImportImageResult.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImportImageResponse>): ImportImageResponse {
+    return ImportImageResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImportImageResponse>): ImportImageResponse {
+    const message = createBaseImportImageResponse();
+    switch (object.kind?.$case) {
+      case "progress": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "progress", value: ImportImageProgress.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "result": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "result", value: ImportImageResult.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseListImagesRequest(): ListImagesRequest {
+  return { driver: "" };
+}
+
+export const ListImagesRequest: MessageFns<ListImagesRequest> = {
+  encode(message: ListImagesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.driver !== "") {
+      writer.uint32(10).string(message.driver);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListImagesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListImagesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.driver = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListImagesRequest {
+    return { driver: isSet(object.driver) ? globalThis.String(object.driver) : "" };
+  },
+
+  toJSON(message: ListImagesRequest): unknown {
+    const obj: any = {};
+    if (message.driver !== "") {
+      obj.driver = message.driver;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListImagesRequest>): ListImagesRequest {
+    return ListImagesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListImagesRequest>): ListImagesRequest {
+    const message = createBaseListImagesRequest();
+    message.driver = object.driver ?? "";
+    return message;
+  },
+};
+
+function createBaseImageSummary(): ImageSummary {
+  return { imageId: "", refs: [], sizeBytes: 0, createdAt: undefined };
+}
+
+export const ImageSummary: MessageFns<ImageSummary> = {
+  encode(message: ImageSummary, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.imageId !== "") {
+      writer.uint32(10).string(message.imageId);
+    }
+    for (const v of message.refs) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(24).uint64(message.sizeBytes);
+    }
+    if (message.createdAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImageSummary {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImageSummary();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.imageId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.refs.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImageSummary {
+    return {
+      imageId: isSet(object.imageId)
+        ? globalThis.String(object.imageId)
+        : isSet(object.image_id)
+        ? globalThis.String(object.image_id)
+        : "",
+      refs: globalThis.Array.isArray(object?.refs) ? object.refs.map((e: any) => globalThis.String(e)) : [],
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      createdAt: isSet(object.createdAt)
+        ? fromJsonTimestamp(object.createdAt)
+        : isSet(object.created_at)
+        ? fromJsonTimestamp(object.created_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ImageSummary): unknown {
+    const obj: any = {};
+    if (message.imageId !== "") {
+      obj.imageId = message.imageId;
+    }
+    if (message.refs?.length) {
+      obj.refs = message.refs;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.createdAt !== undefined) {
+      obj.createdAt = message.createdAt.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImageSummary>): ImageSummary {
+    return ImageSummary.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImageSummary>): ImageSummary {
+    const message = createBaseImageSummary();
+    message.imageId = object.imageId ?? "";
+    message.refs = object.refs?.map((e) => e) || [];
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.createdAt = object.createdAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseListImagesResponse(): ListImagesResponse {
+  return { images: [] };
+}
+
+export const ListImagesResponse: MessageFns<ListImagesResponse> = {
+  encode(message: ListImagesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.images) {
+      ImageSummary.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListImagesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListImagesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.images.push(ImageSummary.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListImagesResponse {
+    return {
+      images: globalThis.Array.isArray(object?.images) ? object.images.map((e: any) => ImageSummary.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListImagesResponse): unknown {
+    const obj: any = {};
+    if (message.images?.length) {
+      obj.images = message.images.map((e) => ImageSummary.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListImagesResponse>): ListImagesResponse {
+    return ListImagesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListImagesResponse>): ListImagesResponse {
+    const message = createBaseListImagesResponse();
+    message.images = object.images?.map((e) => ImageSummary.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /** Served by each node agent to the control plane. */
 export type NodeAgentServiceService = typeof NodeAgentServiceService;
 export const NodeAgentServiceService = {
@@ -5410,6 +6309,34 @@ export const NodeAgentServiceService = {
       Buffer.from(DestroyWorkloadResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DestroyWorkloadResponse => DestroyWorkloadResponse.decode(value),
   },
+  /**
+   * Imports an image archive into a driver's image store: header, chunks,
+   * then eof (a stream ending without eof is an aborted upload and imports
+   * nothing). The archive is spooled to the agent's state dir (size-limited,
+   * removed afterwards). Answers progress while receiving and while the
+   * runtime consumes it, then the result. INVALID_ARGUMENT for a bad
+   * reference or format; FAILED_PRECONDITION for a driver without an image
+   * store of its own (qemu: VM images are files on the host).
+   */
+  importImage: {
+    path: "/corral.agent.v1.NodeAgentService/ImportImage" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ImportImageRequest): Buffer => Buffer.from(ImportImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ImportImageRequest => ImportImageRequest.decode(value),
+    responseSerialize: (value: ImportImageResponse): Buffer => Buffer.from(ImportImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ImportImageResponse => ImportImageResponse.decode(value),
+  },
+  /** The images of a driver's store (podman images). */
+  listImages: {
+    path: "/corral.agent.v1.NodeAgentService/ListImages" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListImagesRequest): Buffer => Buffer.from(ListImagesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListImagesRequest => ListImagesRequest.decode(value),
+    responseSerialize: (value: ListImagesResponse): Buffer => Buffer.from(ListImagesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListImagesResponse => ListImagesResponse.decode(value),
+  },
 } as const;
 
 export interface NodeAgentServiceServer extends UntypedServiceImplementation {
@@ -5472,6 +6399,18 @@ export interface NodeAgentServiceServer extends UntypedServiceImplementation {
    * finished by calling it again (and at agent start).
    */
   destroyWorkload: handleUnaryCall<DestroyWorkloadRequest, DestroyWorkloadResponse>;
+  /**
+   * Imports an image archive into a driver's image store: header, chunks,
+   * then eof (a stream ending without eof is an aborted upload and imports
+   * nothing). The archive is spooled to the agent's state dir (size-limited,
+   * removed afterwards). Answers progress while receiving and while the
+   * runtime consumes it, then the result. INVALID_ARGUMENT for a bad
+   * reference or format; FAILED_PRECONDITION for a driver without an image
+   * store of its own (qemu: VM images are files on the host).
+   */
+  importImage: handleBidiStreamingCall<ImportImageRequest, ImportImageResponse>;
+  /** The images of a driver's store (podman images). */
+  listImages: handleUnaryCall<ListImagesRequest, ListImagesResponse>;
 }
 
 export interface NodeAgentServiceClient extends Client {
@@ -5722,6 +6661,37 @@ export interface NodeAgentServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DestroyWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Imports an image archive into a driver's image store: header, chunks,
+   * then eof (a stream ending without eof is an aborted upload and imports
+   * nothing). The archive is spooled to the agent's state dir (size-limited,
+   * removed afterwards). Answers progress while receiving and while the
+   * runtime consumes it, then the result. INVALID_ARGUMENT for a bad
+   * reference or format; FAILED_PRECONDITION for a driver without an image
+   * store of its own (qemu: VM images are files on the host).
+   */
+  importImage(): ClientDuplexStream<ImportImageRequest, ImportImageResponse>;
+  importImage(options: Partial<CallOptions>): ClientDuplexStream<ImportImageRequest, ImportImageResponse>;
+  importImage(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<ImportImageRequest, ImportImageResponse>;
+  /** The images of a driver's store (podman images). */
+  listImages(
+    request: ListImagesRequest,
+    callback: (error: ServiceError | null, response: ListImagesResponse) => void,
+  ): ClientUnaryCall;
+  listImages(
+    request: ListImagesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListImagesResponse) => void,
+  ): ClientUnaryCall;
+  listImages(
+    request: ListImagesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListImagesResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -25,7 +25,17 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../../google/protobuf/timestamp";
-import { ExecExit, ExecStarted, FileEntry, SnapshotProgress, SnapshotResult, TerminalSize } from "../../agent/v1/agent";
+import {
+  ExecExit,
+  ExecStarted,
+  FileEntry,
+  ImageSummary,
+  ImportImageProgress,
+  ImportImageResult,
+  SnapshotProgress,
+  SnapshotResult,
+  TerminalSize,
+} from "../../agent/v1/agent";
 import {
   GetFleetHealthResponse as GetFleetHealthResponse1,
   Host,
@@ -306,6 +316,34 @@ export interface RevokeRegistrationTokenRequest {
 
 export interface RevokeRegistrationTokenResponse {
   token: RegistrationToken | undefined;
+}
+
+export interface ImportHostImageHeader {
+  hostId: string;
+  /** e.g. localhost/app:1 */
+  ref: string;
+  /** rootfs-tar (default), oci-archive or docker-archive. */
+  format: string;
+  /** The archive's size if known (0: unknown). */
+  sizeBytes: number;
+}
+
+export interface ImportHostImageRequest {
+  kind: { $case: "header"; value: ImportHostImageHeader } | { $case: "chunk"; value: Buffer } | //
+  /** Last: the archive is complete. */
+  { $case: "eof"; value: boolean } | undefined;
+}
+
+export interface ImportHostImageResponse {
+  kind: { $case: "progress"; value: ImportImageProgress } | { $case: "result"; value: ImportImageResult } | undefined;
+}
+
+export interface ListHostImagesRequest {
+  hostId: string;
+}
+
+export interface ListHostImagesResponse {
+  images: ImageSummary[];
 }
 
 function createBaseWhoAmIRequest(): WhoAmIRequest {
@@ -4714,6 +4752,496 @@ export const RevokeRegistrationTokenResponse: MessageFns<RevokeRegistrationToken
   },
 };
 
+function createBaseImportHostImageHeader(): ImportHostImageHeader {
+  return { hostId: "", ref: "", format: "", sizeBytes: 0 };
+}
+
+export const ImportHostImageHeader: MessageFns<ImportHostImageHeader> = {
+  encode(message: ImportHostImageHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.ref !== "") {
+      writer.uint32(18).string(message.ref);
+    }
+    if (message.format !== "") {
+      writer.uint32(26).string(message.format);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(32).uint64(message.sizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportHostImageHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportHostImageHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ref = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.format = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportHostImageHeader {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      ref: isSet(object.ref) ? globalThis.String(object.ref) : "",
+      format: isSet(object.format) ? globalThis.String(object.format) : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: ImportHostImageHeader): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.ref !== "") {
+      obj.ref = message.ref;
+    }
+    if (message.format !== "") {
+      obj.format = message.format;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImportHostImageHeader>): ImportHostImageHeader {
+    return ImportHostImageHeader.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImportHostImageHeader>): ImportHostImageHeader {
+    const message = createBaseImportHostImageHeader();
+    message.hostId = object.hostId ?? "";
+    message.ref = object.ref ?? "";
+    message.format = object.format ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseImportHostImageRequest(): ImportHostImageRequest {
+  return { kind: undefined };
+}
+
+export const ImportHostImageRequest: MessageFns<ImportHostImageRequest> = {
+  encode(message: ImportHostImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "header":
+        ImportHostImageHeader.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "chunk":
+        writer.uint32(18).bytes(message.kind.value);
+        break;
+      case "eof":
+        writer.uint32(24).bool(message.kind.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportHostImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportHostImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "header", value: ImportHostImageHeader.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "chunk", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.kind = { $case: "eof", value: reader.bool() };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportHostImageRequest {
+    return {
+      kind: isSet(object.header)
+        ? { $case: "header", value: ImportHostImageHeader.fromJSON(object.header) }
+        : isSet(object.chunk)
+        ? { $case: "chunk", value: Buffer.from(bytesFromBase64(object.chunk)) }
+        : isSet(object.eof)
+        ? { $case: "eof", value: globalThis.Boolean(object.eof) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ImportHostImageRequest): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "header") {
+      obj.header = ImportHostImageHeader.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "chunk") {
+      obj.chunk = base64FromBytes(message.kind.value);
+    } else if (message.kind?.$case === "eof") {
+      obj.eof = message.kind.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImportHostImageRequest>): ImportHostImageRequest {
+    return ImportHostImageRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImportHostImageRequest>): ImportHostImageRequest {
+    const message = createBaseImportHostImageRequest();
+    switch (object.kind?.$case) {
+      case "header": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "header", value: ImportHostImageHeader.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "chunk": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "chunk", value: object.kind.value };
+        }
+        break;
+      }
+      case "eof": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "eof", value: object.kind.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseImportHostImageResponse(): ImportHostImageResponse {
+  return { kind: undefined };
+}
+
+export const ImportHostImageResponse: MessageFns<ImportHostImageResponse> = {
+  encode(message: ImportHostImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "progress":
+        ImportImageProgress.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "result":
+        ImportImageResult.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportHostImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportHostImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "progress", value: ImportImageProgress.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "result", value: ImportImageResult.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportHostImageResponse {
+    return {
+      kind: isSet(object.progress)
+        ? { $case: "progress", value: ImportImageProgress.fromJSON(object.progress) }
+        : isSet(object.result)
+        ? { $case: "result", value: ImportImageResult.fromJSON(object.result) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ImportHostImageResponse): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "progress") {
+      obj.progress = ImportImageProgress.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "result") {
+      obj.result = ImportImageResult.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImportHostImageResponse>): ImportHostImageResponse {
+    return ImportHostImageResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImportHostImageResponse>): ImportHostImageResponse {
+    const message = createBaseImportHostImageResponse();
+    switch (object.kind?.$case) {
+      case "progress": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "progress", value: ImportImageProgress.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "result": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "result", value: ImportImageResult.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseListHostImagesRequest(): ListHostImagesRequest {
+  return { hostId: "" };
+}
+
+export const ListHostImagesRequest: MessageFns<ListHostImagesRequest> = {
+  encode(message: ListHostImagesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHostImagesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHostImagesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHostImagesRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ListHostImagesRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListHostImagesRequest>): ListHostImagesRequest {
+    return ListHostImagesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListHostImagesRequest>): ListHostImagesRequest {
+    const message = createBaseListHostImagesRequest();
+    message.hostId = object.hostId ?? "";
+    return message;
+  },
+};
+
+function createBaseListHostImagesResponse(): ListHostImagesResponse {
+  return { images: [] };
+}
+
+export const ListHostImagesResponse: MessageFns<ListHostImagesResponse> = {
+  encode(message: ListHostImagesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.images) {
+      ImageSummary.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHostImagesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHostImagesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.images.push(ImageSummary.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHostImagesResponse {
+    return {
+      images: globalThis.Array.isArray(object?.images) ? object.images.map((e: any) => ImageSummary.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListHostImagesResponse): unknown {
+    const obj: any = {};
+    if (message.images?.length) {
+      obj.images = message.images.map((e) => ImageSummary.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListHostImagesResponse>): ListHostImagesResponse {
+    return ListHostImagesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListHostImagesResponse>): ListHostImagesResponse {
+    const message = createBaseListHostImagesResponse();
+    message.images = object.images?.map((e) => ImageSummary.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * The public gRPC API served by api-gateway: the same operations as REST,
  * authenticated with "authorization: Bearer <api key>" metadata.
@@ -4992,6 +5520,34 @@ export const CorralServiceService = {
     responseDeserialize: (value: Buffer): RevokeRegistrationTokenResponse =>
       RevokeRegistrationTokenResponse.decode(value),
   },
+  /**
+   * Imports an image archive into host `host_id`'s podman store: header,
+   * chunks, eof (without eof nothing is imported). Progress, then the result.
+   * Admins may import into any host, a team only into its own hosts.
+   */
+  importHostImage: {
+    path: "/corral.api.v1.CorralService/ImportHostImage" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ImportHostImageRequest): Buffer =>
+      Buffer.from(ImportHostImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ImportHostImageRequest => ImportHostImageRequest.decode(value),
+    responseSerialize: (value: ImportHostImageResponse): Buffer =>
+      Buffer.from(ImportHostImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ImportHostImageResponse => ImportHostImageResponse.decode(value),
+  },
+  /** The images of a host's podman store. */
+  listHostImages: {
+    path: "/corral.api.v1.CorralService/ListHostImages" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListHostImagesRequest): Buffer =>
+      Buffer.from(ListHostImagesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListHostImagesRequest => ListHostImagesRequest.decode(value),
+    responseSerialize: (value: ListHostImagesResponse): Buffer =>
+      Buffer.from(ListHostImagesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListHostImagesResponse => ListHostImagesResponse.decode(value),
+  },
 } as const;
 
 export interface CorralServiceServer extends UntypedServiceImplementation {
@@ -5041,6 +5597,14 @@ export interface CorralServiceServer extends UntypedServiceImplementation {
   listRegistrationTokens: handleUnaryCall<ListRegistrationTokensRequest, ListRegistrationTokensResponse>;
   /** Idempotent: revoking a revoked token returns it unchanged. */
   revokeRegistrationToken: handleUnaryCall<RevokeRegistrationTokenRequest, RevokeRegistrationTokenResponse>;
+  /**
+   * Imports an image archive into host `host_id`'s podman store: header,
+   * chunks, eof (without eof nothing is imported). Progress, then the result.
+   * Admins may import into any host, a team only into its own hosts.
+   */
+  importHostImage: handleBidiStreamingCall<ImportHostImageRequest, ImportHostImageResponse>;
+  /** The images of a host's podman store. */
+  listHostImages: handleUnaryCall<ListHostImagesRequest, ListHostImagesResponse>;
 }
 
 export interface CorralServiceClient extends Client {
@@ -5399,6 +5963,33 @@ export interface CorralServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RevokeRegistrationTokenResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Imports an image archive into host `host_id`'s podman store: header,
+   * chunks, eof (without eof nothing is imported). Progress, then the result.
+   * Admins may import into any host, a team only into its own hosts.
+   */
+  importHostImage(): ClientDuplexStream<ImportHostImageRequest, ImportHostImageResponse>;
+  importHostImage(options: Partial<CallOptions>): ClientDuplexStream<ImportHostImageRequest, ImportHostImageResponse>;
+  importHostImage(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<ImportHostImageRequest, ImportHostImageResponse>;
+  /** The images of a host's podman store. */
+  listHostImages(
+    request: ListHostImagesRequest,
+    callback: (error: ServiceError | null, response: ListHostImagesResponse) => void,
+  ): ClientUnaryCall;
+  listHostImages(
+    request: ListHostImagesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListHostImagesResponse) => void,
+  ): ClientUnaryCall;
+  listHostImages(
+    request: ListHostImagesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListHostImagesResponse) => void,
   ): ClientUnaryCall;
 }
 
