@@ -125,6 +125,25 @@ const natsUrl = natsUrlOrSkip('scheduler host status watcher');
     expect(await stateOf(id)).toBe('stopped');
   });
 
+  it('restores only into live states: a reported exit waits for the agent’s own report, which carries the code', async () => {
+    const exited = await workload('running', 3);
+    const marker = await workload('running', 3);
+    hostStatus = 'unreachable';
+    publish(ProtoHostStatus.HOST_STATUS_UNREACHABLE);
+    await eventually(async () => (await stateOf(exited)) === 'missing' && (await stateOf(marker)) === 'missing', 'missing');
+    hostStatus = 'online';
+    publish(ProtoHostStatus.HOST_STATUS_ONLINE, [
+      { workloadId: exited, state: InstanceState.INSTANCE_STATE_FAILED },
+      { workloadId: marker, state: InstanceState.INSTANCE_STATE_RUNNING },
+    ]);
+    await eventually(async () => (await stateOf(marker)) === 'running', 'marker restored');
+    expect(await stateOf(exited)).toBe('missing');
+    // The agent's report of the exit still applies, exit code and all.
+    expect(await store.applyAgentReport(exited, { seq: 4, state: 'failed', exited: true, exitCode: 7, reason: 'exited' }, 'test')).toBe(true);
+    const row = await db.prisma.workload.findUniqueOrThrow({ where: { id: exited } });
+    expect([row.state, row.exitCode]).toEqual(['failed', 7]);
+  });
+
   it('marks workloads missing and drops the agent client when the host is deleted', async () => {
     const id = await workload('running');
     hostStatus = 'deleted';

@@ -33,9 +33,13 @@ export async function markHostWorkloadsMissing(prisma: PrismaClient, store: Work
 }
 
 /**
- * Restores the `missing` workloads of a returned host to the state its
+ * Restores the `missing` workloads of a returned host to the live state its
  * heartbeat reports for them. Only from `missing`: anything an agent report
- * (seq-guarded) applied meanwhile is newer and stays. Workloads the host no
+ * (seq-guarded) applied meanwhile is newer and stays. Only into a live
+ * state: a heartbeat carries no exit code, and a terminal state written
+ * here would make the agent's own report of that exit (which has the code)
+ * an invalid transition, so the exit code would be lost for good; the
+ * agent's report, or the reconciler, moves those. Workloads the host no
  * longer reports stay missing for the reconciler (vanished).
  */
 export async function restoreHostWorkloads(
@@ -50,7 +54,7 @@ export async function restoreHostWorkloads(
   const restored: string[] = [];
   for (const { id } of rows) {
     const to = states.get(id);
-    if (!to || to === 'missing' || !canTransition('missing', to)) continue;
+    if (!to || !LOSABLE.includes(to) || !canTransition('missing', to)) continue;
     if (await store.transition(id, ['missing'], to, `host is back and reports it ${to}`)) restored.push(id);
   }
   return restored;
