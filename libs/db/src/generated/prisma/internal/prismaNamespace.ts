@@ -1257,6 +1257,13 @@ export const WorkloadScalarFieldEnum = {
   hostId: 'hostId',
   exitCode: 'exitCode',
   reason: 'reason',
+  serviceId: 'serviceId',
+  componentName: 'componentName',
+  serviceVersion: 'serviceVersion',
+  instanceIndex: 'instanceIndex',
+  restartPolicy: 'restartPolicy',
+  restarts: 'restarts',
+  healthCheck: 'healthCheck',
   createdAt: 'createdAt',
   updatedAt: 'updatedAt'
 } as const

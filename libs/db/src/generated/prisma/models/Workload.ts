@@ -29,11 +29,17 @@ export type AggregateWorkload = {
 export type WorkloadAvgAggregateOutputType = {
   stateSeq: number | null
   exitCode: number | null
+  serviceVersion: number | null
+  instanceIndex: number | null
+  restarts: number | null
 }
 
 export type WorkloadSumAggregateOutputType = {
   stateSeq: bigint | null
   exitCode: number | null
+  serviceVersion: number | null
+  instanceIndex: number | null
+  restarts: number | null
 }
 
 export type WorkloadMinAggregateOutputType = {
@@ -47,6 +53,11 @@ export type WorkloadMinAggregateOutputType = {
   hostId: string | null
   exitCode: number | null
   reason: string | null
+  serviceId: string | null
+  componentName: string | null
+  serviceVersion: number | null
+  instanceIndex: number | null
+  restarts: number | null
   createdAt: Date | null
   updatedAt: Date | null
 }
@@ -62,6 +73,11 @@ export type WorkloadMaxAggregateOutputType = {
   hostId: string | null
   exitCode: number | null
   reason: string | null
+  serviceId: string | null
+  componentName: string | null
+  serviceVersion: number | null
+  instanceIndex: number | null
+  restarts: number | null
   createdAt: Date | null
   updatedAt: Date | null
 }
@@ -83,6 +99,13 @@ export type WorkloadCountAggregateOutputType = {
   hostId: number
   exitCode: number
   reason: number
+  serviceId: number
+  componentName: number
+  serviceVersion: number
+  instanceIndex: number
+  restartPolicy: number
+  restarts: number
+  healthCheck: number
   createdAt: number
   updatedAt: number
   _all: number
@@ -92,11 +115,17 @@ export type WorkloadCountAggregateOutputType = {
 export type WorkloadAvgAggregateInputType = {
   stateSeq?: true
   exitCode?: true
+  serviceVersion?: true
+  instanceIndex?: true
+  restarts?: true
 }
 
 export type WorkloadSumAggregateInputType = {
   stateSeq?: true
   exitCode?: true
+  serviceVersion?: true
+  instanceIndex?: true
+  restarts?: true
 }
 
 export type WorkloadMinAggregateInputType = {
@@ -110,6 +139,11 @@ export type WorkloadMinAggregateInputType = {
   hostId?: true
   exitCode?: true
   reason?: true
+  serviceId?: true
+  componentName?: true
+  serviceVersion?: true
+  instanceIndex?: true
+  restarts?: true
   createdAt?: true
   updatedAt?: true
 }
@@ -125,6 +159,11 @@ export type WorkloadMaxAggregateInputType = {
   hostId?: true
   exitCode?: true
   reason?: true
+  serviceId?: true
+  componentName?: true
+  serviceVersion?: true
+  instanceIndex?: true
+  restarts?: true
   createdAt?: true
   updatedAt?: true
 }
@@ -146,6 +185,13 @@ export type WorkloadCountAggregateInputType = {
   hostId?: true
   exitCode?: true
   reason?: true
+  serviceId?: true
+  componentName?: true
+  serviceVersion?: true
+  instanceIndex?: true
+  restartPolicy?: true
+  restarts?: true
+  healthCheck?: true
   createdAt?: true
   updatedAt?: true
   _all?: true
@@ -254,6 +300,13 @@ export type WorkloadGroupByOutputType = {
   hostId: string | null
   exitCode: number | null
   reason: string | null
+  serviceId: string | null
+  componentName: string | null
+  serviceVersion: number | null
+  instanceIndex: number | null
+  restartPolicy: runtime.JsonValue
+  restarts: number
+  healthCheck: runtime.JsonValue | null
   createdAt: Date
   updatedAt: Date
   _count: WorkloadCountAggregateOutputType | null
@@ -298,6 +351,13 @@ export type WorkloadWhereInput = {
   hostId?: Prisma.StringNullableFilter<"Workload"> | string | null
   exitCode?: Prisma.IntNullableFilter<"Workload"> | number | null
   reason?: Prisma.StringNullableFilter<"Workload"> | string | null
+  serviceId?: Prisma.StringNullableFilter<"Workload"> | string | null
+  componentName?: Prisma.StringNullableFilter<"Workload"> | string | null
+  serviceVersion?: Prisma.IntNullableFilter<"Workload"> | number | null
+  instanceIndex?: Prisma.IntNullableFilter<"Workload"> | number | null
+  restartPolicy?: Prisma.JsonFilter<"Workload">
+  restarts?: Prisma.IntFilter<"Workload"> | number
+  healthCheck?: Prisma.JsonNullableFilter<"Workload">
   createdAt?: Prisma.DateTimeFilter<"Workload"> | Date | string
   updatedAt?: Prisma.DateTimeFilter<"Workload"> | Date | string
   team?: Prisma.XOR<Prisma.TeamNullableScalarRelationFilter, Prisma.TeamWhereInput> | null
@@ -322,6 +382,13 @@ export type WorkloadOrderByWithRelationInput = {
   hostId?: Prisma.SortOrderInput | Prisma.SortOrder
   exitCode?: Prisma.SortOrderInput | Prisma.SortOrder
   reason?: Prisma.SortOrderInput | Prisma.SortOrder
+  serviceId?: Prisma.SortOrderInput | Prisma.SortOrder
+  componentName?: Prisma.SortOrderInput | Prisma.SortOrder
+  serviceVersion?: Prisma.SortOrderInput | Prisma.SortOrder
+  instanceIndex?: Prisma.SortOrderInput | Prisma.SortOrder
+  restartPolicy?: Prisma.SortOrder
+  restarts?: Prisma.SortOrder
+  healthCheck?: Prisma.SortOrderInput | Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
   team?: Prisma.TeamOrderByWithRelationInput
@@ -349,6 +416,13 @@ export type WorkloadWhereUniqueInput = Prisma.AtLeast<{
   hostId?: Prisma.StringNullableFilter<"Workload"> | string | null
   exitCode?: Prisma.IntNullableFilter<"Workload"> | number | null
   reason?: Prisma.StringNullableFilter<"Workload"> | string | null
+  serviceId?: Prisma.StringNullableFilter<"Workload"> | string | null
+  componentName?: Prisma.StringNullableFilter<"Workload"> | string | null
+  serviceVersion?: Prisma.IntNullableFilter<"Workload"> | number | null
+  instanceIndex?: Prisma.IntNullableFilter<"Workload"> | number | null
+  restartPolicy?: Prisma.JsonFilter<"Workload">
+  restarts?: Prisma.IntFilter<"Workload"> | number
+  healthCheck?: Prisma.JsonNullableFilter<"Workload">
   createdAt?: Prisma.DateTimeFilter<"Workload"> | Date | string
   updatedAt?: Prisma.DateTimeFilter<"Workload"> | Date | string
   team?: Prisma.XOR<Prisma.TeamNullableScalarRelationFilter, Prisma.TeamWhereInput> | null
@@ -373,6 +447,13 @@ export type WorkloadOrderByWithAggregationInput = {
   hostId?: Prisma.SortOrderInput | Prisma.SortOrder
   exitCode?: Prisma.SortOrderInput | Prisma.SortOrder
   reason?: Prisma.SortOrderInput | Prisma.SortOrder
+  serviceId?: Prisma.SortOrderInput | Prisma.SortOrder
+  componentName?: Prisma.SortOrderInput | Prisma.SortOrder
+  serviceVersion?: Prisma.SortOrderInput | Prisma.SortOrder
+  instanceIndex?: Prisma.SortOrderInput | Prisma.SortOrder
+  restartPolicy?: Prisma.SortOrder
+  restarts?: Prisma.SortOrder
+  healthCheck?: Prisma.SortOrderInput | Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
   _count?: Prisma.WorkloadCountOrderByAggregateInput
@@ -402,6 +483,13 @@ export type WorkloadScalarWhereWithAggregatesInput = {
   hostId?: Prisma.StringNullableWithAggregatesFilter<"Workload"> | string | null
   exitCode?: Prisma.IntNullableWithAggregatesFilter<"Workload"> | number | null
   reason?: Prisma.StringNullableWithAggregatesFilter<"Workload"> | string | null
+  serviceId?: Prisma.StringNullableWithAggregatesFilter<"Workload"> | string | null
+  componentName?: Prisma.StringNullableWithAggregatesFilter<"Workload"> | string | null
+  serviceVersion?: Prisma.IntNullableWithAggregatesFilter<"Workload"> | number | null
+  instanceIndex?: Prisma.IntNullableWithAggregatesFilter<"Workload"> | number | null
+  restartPolicy?: Prisma.JsonWithAggregatesFilter<"Workload">
+  restarts?: Prisma.IntWithAggregatesFilter<"Workload"> | number
+  healthCheck?: Prisma.JsonNullableWithAggregatesFilter<"Workload">
   createdAt?: Prisma.DateTimeWithAggregatesFilter<"Workload"> | Date | string
   updatedAt?: Prisma.DateTimeWithAggregatesFilter<"Workload"> | Date | string
 }
@@ -421,6 +509,13 @@ export type WorkloadCreateInput = {
   stateSeq?: bigint | number
   exitCode?: number | null
   reason?: string | null
+  serviceId?: string | null
+  componentName?: string | null
+  serviceVersion?: number | null
+  instanceIndex?: number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   team?: Prisma.TeamCreateNestedOneWithoutWorkloadsInput
@@ -445,6 +540,13 @@ export type WorkloadUncheckedCreateInput = {
   hostId?: string | null
   exitCode?: number | null
   reason?: string | null
+  serviceId?: string | null
+  componentName?: string | null
+  serviceVersion?: number | null
+  instanceIndex?: number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   events?: Prisma.WorkloadEventUncheckedCreateNestedManyWithoutWorkloadInput
@@ -465,6 +567,13 @@ export type WorkloadUpdateInput = {
   stateSeq?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   exitCode?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
   reason?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  componentName?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceVersion?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  instanceIndex?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: Prisma.IntFieldUpdateOperationsInput | number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   team?: Prisma.TeamUpdateOneWithoutWorkloadsNestedInput
@@ -489,6 +598,13 @@ export type WorkloadUncheckedUpdateInput = {
   hostId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   exitCode?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
   reason?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  componentName?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceVersion?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  instanceIndex?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: Prisma.IntFieldUpdateOperationsInput | number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   events?: Prisma.WorkloadEventUncheckedUpdateManyWithoutWorkloadNestedInput
@@ -511,6 +627,13 @@ export type WorkloadCreateManyInput = {
   hostId?: string | null
   exitCode?: number | null
   reason?: string | null
+  serviceId?: string | null
+  componentName?: string | null
+  serviceVersion?: number | null
+  instanceIndex?: number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
 }
@@ -530,6 +653,13 @@ export type WorkloadUpdateManyMutationInput = {
   stateSeq?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   exitCode?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
   reason?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  componentName?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceVersion?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  instanceIndex?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: Prisma.IntFieldUpdateOperationsInput | number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -551,6 +681,13 @@ export type WorkloadUncheckedUpdateManyInput = {
   hostId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   exitCode?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
   reason?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  componentName?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceVersion?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  instanceIndex?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: Prisma.IntFieldUpdateOperationsInput | number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -582,6 +719,13 @@ export type WorkloadCountOrderByAggregateInput = {
   hostId?: Prisma.SortOrder
   exitCode?: Prisma.SortOrder
   reason?: Prisma.SortOrder
+  serviceId?: Prisma.SortOrder
+  componentName?: Prisma.SortOrder
+  serviceVersion?: Prisma.SortOrder
+  instanceIndex?: Prisma.SortOrder
+  restartPolicy?: Prisma.SortOrder
+  restarts?: Prisma.SortOrder
+  healthCheck?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
 }
@@ -589,6 +733,9 @@ export type WorkloadCountOrderByAggregateInput = {
 export type WorkloadAvgOrderByAggregateInput = {
   stateSeq?: Prisma.SortOrder
   exitCode?: Prisma.SortOrder
+  serviceVersion?: Prisma.SortOrder
+  instanceIndex?: Prisma.SortOrder
+  restarts?: Prisma.SortOrder
 }
 
 export type WorkloadMaxOrderByAggregateInput = {
@@ -602,6 +749,11 @@ export type WorkloadMaxOrderByAggregateInput = {
   hostId?: Prisma.SortOrder
   exitCode?: Prisma.SortOrder
   reason?: Prisma.SortOrder
+  serviceId?: Prisma.SortOrder
+  componentName?: Prisma.SortOrder
+  serviceVersion?: Prisma.SortOrder
+  instanceIndex?: Prisma.SortOrder
+  restarts?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
 }
@@ -617,6 +769,11 @@ export type WorkloadMinOrderByAggregateInput = {
   hostId?: Prisma.SortOrder
   exitCode?: Prisma.SortOrder
   reason?: Prisma.SortOrder
+  serviceId?: Prisma.SortOrder
+  componentName?: Prisma.SortOrder
+  serviceVersion?: Prisma.SortOrder
+  instanceIndex?: Prisma.SortOrder
+  restarts?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
 }
@@ -624,6 +781,9 @@ export type WorkloadMinOrderByAggregateInput = {
 export type WorkloadSumOrderByAggregateInput = {
   stateSeq?: Prisma.SortOrder
   exitCode?: Prisma.SortOrder
+  serviceVersion?: Prisma.SortOrder
+  instanceIndex?: Prisma.SortOrder
+  restarts?: Prisma.SortOrder
 }
 
 export type WorkloadScalarRelationFilter = {
@@ -752,6 +912,13 @@ export type WorkloadCreateWithoutTeamInput = {
   stateSeq?: bigint | number
   exitCode?: number | null
   reason?: string | null
+  serviceId?: string | null
+  componentName?: string | null
+  serviceVersion?: number | null
+  instanceIndex?: number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   host?: Prisma.HostCreateNestedOneWithoutWorkloadsInput
@@ -774,6 +941,13 @@ export type WorkloadUncheckedCreateWithoutTeamInput = {
   hostId?: string | null
   exitCode?: number | null
   reason?: string | null
+  serviceId?: string | null
+  componentName?: string | null
+  serviceVersion?: number | null
+  instanceIndex?: number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   events?: Prisma.WorkloadEventUncheckedCreateNestedManyWithoutWorkloadInput
@@ -825,6 +999,13 @@ export type WorkloadScalarWhereInput = {
   hostId?: Prisma.StringNullableFilter<"Workload"> | string | null
   exitCode?: Prisma.IntNullableFilter<"Workload"> | number | null
   reason?: Prisma.StringNullableFilter<"Workload"> | string | null
+  serviceId?: Prisma.StringNullableFilter<"Workload"> | string | null
+  componentName?: Prisma.StringNullableFilter<"Workload"> | string | null
+  serviceVersion?: Prisma.IntNullableFilter<"Workload"> | number | null
+  instanceIndex?: Prisma.IntNullableFilter<"Workload"> | number | null
+  restartPolicy?: Prisma.JsonFilter<"Workload">
+  restarts?: Prisma.IntFilter<"Workload"> | number
+  healthCheck?: Prisma.JsonNullableFilter<"Workload">
   createdAt?: Prisma.DateTimeFilter<"Workload"> | Date | string
   updatedAt?: Prisma.DateTimeFilter<"Workload"> | Date | string
 }
@@ -844,6 +1025,13 @@ export type WorkloadCreateWithoutHostInput = {
   stateSeq?: bigint | number
   exitCode?: number | null
   reason?: string | null
+  serviceId?: string | null
+  componentName?: string | null
+  serviceVersion?: number | null
+  instanceIndex?: number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   team?: Prisma.TeamCreateNestedOneWithoutWorkloadsInput
@@ -866,6 +1054,13 @@ export type WorkloadUncheckedCreateWithoutHostInput = {
   stateSeq?: bigint | number
   exitCode?: number | null
   reason?: string | null
+  serviceId?: string | null
+  componentName?: string | null
+  serviceVersion?: number | null
+  instanceIndex?: number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   events?: Prisma.WorkloadEventUncheckedCreateNestedManyWithoutWorkloadInput
@@ -912,6 +1107,13 @@ export type WorkloadCreateWithoutEventsInput = {
   stateSeq?: bigint | number
   exitCode?: number | null
   reason?: string | null
+  serviceId?: string | null
+  componentName?: string | null
+  serviceVersion?: number | null
+  instanceIndex?: number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   team?: Prisma.TeamCreateNestedOneWithoutWorkloadsInput
@@ -935,6 +1137,13 @@ export type WorkloadUncheckedCreateWithoutEventsInput = {
   hostId?: string | null
   exitCode?: number | null
   reason?: string | null
+  serviceId?: string | null
+  componentName?: string | null
+  serviceVersion?: number | null
+  instanceIndex?: number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
 }
@@ -970,6 +1179,13 @@ export type WorkloadUpdateWithoutEventsInput = {
   stateSeq?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   exitCode?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
   reason?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  componentName?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceVersion?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  instanceIndex?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: Prisma.IntFieldUpdateOperationsInput | number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   team?: Prisma.TeamUpdateOneWithoutWorkloadsNestedInput
@@ -993,6 +1209,13 @@ export type WorkloadUncheckedUpdateWithoutEventsInput = {
   hostId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   exitCode?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
   reason?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  componentName?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceVersion?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  instanceIndex?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: Prisma.IntFieldUpdateOperationsInput | number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -1013,6 +1236,13 @@ export type WorkloadCreateManyTeamInput = {
   hostId?: string | null
   exitCode?: number | null
   reason?: string | null
+  serviceId?: string | null
+  componentName?: string | null
+  serviceVersion?: number | null
+  instanceIndex?: number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
 }
@@ -1032,6 +1262,13 @@ export type WorkloadUpdateWithoutTeamInput = {
   stateSeq?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   exitCode?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
   reason?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  componentName?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceVersion?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  instanceIndex?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: Prisma.IntFieldUpdateOperationsInput | number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   host?: Prisma.HostUpdateOneWithoutWorkloadsNestedInput
@@ -1054,6 +1291,13 @@ export type WorkloadUncheckedUpdateWithoutTeamInput = {
   hostId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   exitCode?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
   reason?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  componentName?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceVersion?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  instanceIndex?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: Prisma.IntFieldUpdateOperationsInput | number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   events?: Prisma.WorkloadEventUncheckedUpdateManyWithoutWorkloadNestedInput
@@ -1075,6 +1319,13 @@ export type WorkloadUncheckedUpdateManyWithoutTeamInput = {
   hostId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   exitCode?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
   reason?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  componentName?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceVersion?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  instanceIndex?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: Prisma.IntFieldUpdateOperationsInput | number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -1095,6 +1346,13 @@ export type WorkloadCreateManyHostInput = {
   stateSeq?: bigint | number
   exitCode?: number | null
   reason?: string | null
+  serviceId?: string | null
+  componentName?: string | null
+  serviceVersion?: number | null
+  instanceIndex?: number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
 }
@@ -1114,6 +1372,13 @@ export type WorkloadUpdateWithoutHostInput = {
   stateSeq?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   exitCode?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
   reason?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  componentName?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceVersion?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  instanceIndex?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: Prisma.IntFieldUpdateOperationsInput | number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   team?: Prisma.TeamUpdateOneWithoutWorkloadsNestedInput
@@ -1136,6 +1401,13 @@ export type WorkloadUncheckedUpdateWithoutHostInput = {
   stateSeq?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   exitCode?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
   reason?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  componentName?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceVersion?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  instanceIndex?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: Prisma.IntFieldUpdateOperationsInput | number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   events?: Prisma.WorkloadEventUncheckedUpdateManyWithoutWorkloadNestedInput
@@ -1157,6 +1429,13 @@ export type WorkloadUncheckedUpdateManyWithoutHostInput = {
   stateSeq?: Prisma.BigIntFieldUpdateOperationsInput | bigint | number
   exitCode?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
   reason?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceId?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  componentName?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  serviceVersion?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  instanceIndex?: Prisma.NullableIntFieldUpdateOperationsInput | number | null
+  restartPolicy?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  restarts?: Prisma.IntFieldUpdateOperationsInput | number
+  healthCheck?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -1209,6 +1488,13 @@ export type WorkloadSelect<ExtArgs extends runtime.Types.Extensions.InternalArgs
   hostId?: boolean
   exitCode?: boolean
   reason?: boolean
+  serviceId?: boolean
+  componentName?: boolean
+  serviceVersion?: boolean
+  instanceIndex?: boolean
+  restartPolicy?: boolean
+  restarts?: boolean
+  healthCheck?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   team?: boolean | Prisma.Workload$teamArgs<ExtArgs>
@@ -1234,6 +1520,13 @@ export type WorkloadSelectCreateManyAndReturn<ExtArgs extends runtime.Types.Exte
   hostId?: boolean
   exitCode?: boolean
   reason?: boolean
+  serviceId?: boolean
+  componentName?: boolean
+  serviceVersion?: boolean
+  instanceIndex?: boolean
+  restartPolicy?: boolean
+  restarts?: boolean
+  healthCheck?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   team?: boolean | Prisma.Workload$teamArgs<ExtArgs>
@@ -1257,6 +1550,13 @@ export type WorkloadSelectUpdateManyAndReturn<ExtArgs extends runtime.Types.Exte
   hostId?: boolean
   exitCode?: boolean
   reason?: boolean
+  serviceId?: boolean
+  componentName?: boolean
+  serviceVersion?: boolean
+  instanceIndex?: boolean
+  restartPolicy?: boolean
+  restarts?: boolean
+  healthCheck?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   team?: boolean | Prisma.Workload$teamArgs<ExtArgs>
@@ -1280,11 +1580,18 @@ export type WorkloadSelectScalar = {
   hostId?: boolean
   exitCode?: boolean
   reason?: boolean
+  serviceId?: boolean
+  componentName?: boolean
+  serviceVersion?: boolean
+  instanceIndex?: boolean
+  restartPolicy?: boolean
+  restarts?: boolean
+  healthCheck?: boolean
   createdAt?: boolean
   updatedAt?: boolean
 }
 
-export type WorkloadOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"id" | "name" | "teamId" | "driver" | "command" | "env" | "image" | "resources" | "routes" | "ports" | "vm" | "state" | "stateSeq" | "hostId" | "exitCode" | "reason" | "createdAt" | "updatedAt", ExtArgs["result"]["workload"]>
+export type WorkloadOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"id" | "name" | "teamId" | "driver" | "command" | "env" | "image" | "resources" | "routes" | "ports" | "vm" | "state" | "stateSeq" | "hostId" | "exitCode" | "reason" | "serviceId" | "componentName" | "serviceVersion" | "instanceIndex" | "restartPolicy" | "restarts" | "healthCheck" | "createdAt" | "updatedAt", ExtArgs["result"]["workload"]>
 export type WorkloadInclude<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
   team?: boolean | Prisma.Workload$teamArgs<ExtArgs>
   host?: boolean | Prisma.Workload$hostArgs<ExtArgs>
@@ -1324,6 +1631,13 @@ export type $WorkloadPayload<ExtArgs extends runtime.Types.Extensions.InternalAr
     hostId: string | null
     exitCode: number | null
     reason: string | null
+    serviceId: string | null
+    componentName: string | null
+    serviceVersion: number | null
+    instanceIndex: number | null
+    restartPolicy: runtime.JsonValue
+    restarts: number
+    healthCheck: runtime.JsonValue | null
     createdAt: Date
     updatedAt: Date
   }, ExtArgs["result"]["workload"]>
@@ -1768,6 +2082,13 @@ export interface WorkloadFieldRefs {
   readonly hostId: Prisma.FieldRef<"Workload", 'String'>
   readonly exitCode: Prisma.FieldRef<"Workload", 'Int'>
   readonly reason: Prisma.FieldRef<"Workload", 'String'>
+  readonly serviceId: Prisma.FieldRef<"Workload", 'String'>
+  readonly componentName: Prisma.FieldRef<"Workload", 'String'>
+  readonly serviceVersion: Prisma.FieldRef<"Workload", 'Int'>
+  readonly instanceIndex: Prisma.FieldRef<"Workload", 'Int'>
+  readonly restartPolicy: Prisma.FieldRef<"Workload", 'Json'>
+  readonly restarts: Prisma.FieldRef<"Workload", 'Int'>
+  readonly healthCheck: Prisma.FieldRef<"Workload", 'Json'>
   readonly createdAt: Prisma.FieldRef<"Workload", 'DateTime'>
   readonly updatedAt: Prisma.FieldRef<"Workload", 'DateTime'>
 }
