@@ -31,7 +31,8 @@ import { percentile } from '../agent/lib/stats';
 
 const REPO = resolve(__dirname, '..', '..');
 const INTERVAL_MS = 1000;
-const MISSED = 3;
+// host-registry's default (MISSED_HEARTBEATS_BEFORE_UNREACHABLE).
+const MISSED = 2;
 const TICK_MS = 10;
 const SLOTS = INTERVAL_MS / TICK_MS;
 const CLK_TCK = 100;
@@ -370,7 +371,8 @@ async function main() {
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...rows,
     '',
-    "Nomad's default detection of a dead client for comparison: ≈20–30 s (heartbeat TTL plus `heartbeat_grace`, 10 s by default). Detection here is measured from a host's last heartbeat to the `unreachable` event; the floor is the timeout itself (3 × 1 s). Heartbeat processing is receipt → stored under `batched` (mostly the wait for the next flush); under `direct` it is one UPDATE's duration, and the queue in front of it shows instead as stored/s below sent/s (a growing backlog) and as live hosts marked unreachable. Under `batched`, a host's heartbeats within one flush merge into its newest, so stored/s counts rows written. host-registry CPU excludes Postgres's own.",
+    `Nomad's default detection of a dead client for comparison: ≈20–30 s (heartbeat TTL plus \`heartbeat_grace\`, 10 s by default). Detection here is measured from a host's last heartbeat to the \`unreachable\` event; the floor is the timeout itself (${MISSED} × 1 s).` +
+      " Heartbeat processing is receipt → stored under `batched` (mostly the wait for the next flush); under `direct` it is one UPDATE's duration, and the queue in front of it shows instead as stored/s below sent/s (a growing backlog) and as live hosts marked unreachable. Under `batched`, a host's heartbeats within one flush merge into its newest, so stored/s counts rows written. host-registry CPU excludes Postgres's own.",
   ].join('\n');
   console.log(`\n${section}\n`);
   if (options.append) appendResults(section, [MEMBERSHIP_DESCRIPTION]);
