@@ -9,7 +9,7 @@ import { loadAgentTlsMaterial } from './agents/agent-tls';
 import type { SchedulerConfig } from './config';
 import { schedulerService } from './grpc/scheduler-service';
 import { hostRegistryDirectory } from './hosts/host-directory';
-import { watchHostStatus } from './hosts/host-status-watcher';
+import { evictDeletedHostClients, watchHostStatus } from './hosts/host-status-watcher';
 import { WorkloadService } from './workloads/workload-service';
 import { WorkloadStore } from './workloads/workload-store';
 
@@ -44,7 +44,9 @@ export async function startScheduler(config: SchedulerConfig, logger: Logger = c
     { queue: 'scheduler' },
   );
   // Lost hosts' workloads become missing; returning hosts' reports restore them.
-  watchHostStatus({ bus, prisma, store, hosts, agents, logger });
+  watchHostStatus({ bus, prisma, store, hosts, logger });
+  // Every replica drops a deleted host's client from its own pool.
+  evictDeletedHostClients({ bus, hosts, agents, logger });
 
   const server = await startGrpcServer({
     host: config.grpcHost,

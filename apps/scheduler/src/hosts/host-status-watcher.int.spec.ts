@@ -6,7 +6,7 @@ import { HostStatus as ProtoHostStatus, InstanceState } from '@corral/proto';
 import { createTestDatabase, describeWithDatabase, natsUrlOrSkip, type TestDatabase } from '@corral/testing';
 import { WorkloadStore } from '../workloads/workload-store';
 import type { DirectoryHost } from './host-directory';
-import { watchHostStatus } from './host-status-watcher';
+import { evictDeletedHostClients, watchHostStatus } from './host-status-watcher';
 
 async function eventually<T>(probe: () => Promise<T | undefined | false>, what: string, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -26,6 +26,8 @@ const natsUrl = natsUrlOrSkip('scheduler host status watcher');
   let db: TestDatabase;
   let bus: EventBus;
   let publisher: EventBus;
+  let replicaBus: EventBus;
+  const evictedByReplica: string[] = [];
   let store: WorkloadStore;
   const hostId = randomUUID();
   let hostStatus: HostStatus | 'deleted' = 'online';
@@ -41,14 +43,23 @@ const natsUrl = natsUrlOrSkip('scheduler host status watcher');
     db = await createTestDatabase();
     store = new WorkloadStore(db.prisma);
     bus = await connectEventBus({ url: natsUrl!, name: 'watcher-test', logger: silentLogger });
+    replicaBus = await connectEventBus({ url: natsUrl!, name: 'watcher-test-replica', logger: silentLogger });
     publisher = await connectEventBus({ url: natsUrl!, name: 'watcher-test-pub', logger: silentLogger });
     // Only this test's host: other runs on the shared server publish for theirs.
-    watchHostStatus({ bus: { subscribe: (t, h) => bus.subscribe(t, h, { key: hostId }) }, prisma: db.prisma, store, hosts, agents: { evict: (a) => void evicted.push(a) }, logger: silentLogger });
+    // Two scheduler replicas: one bus connection each, the same queue group.
+    for (const replica of [bus, replicaBus]) {
+      const scoped = { subscribe: ((t, h, o) => replica.subscribe(t, h, { ...o, key: hostId })) as EventBus['subscribe'] };
+      watchHostStatus({ bus: scoped, prisma: db.prisma, store, hosts, logger: silentLogger });
+      const pool = replica === bus ? evicted : evictedByReplica;
+      evictDeletedHostClients({ bus: scoped, hosts, agents: { evict: (a) => void pool.push(a) }, logger: silentLogger });
+    }
     await bus.flush();
+    await replicaBus.flush();
     await db.prisma.host.create({ data: { id: hostId, name: 'h', agentAddress: '127.0.0.1:1', capacity: {} } });
   });
   afterAll(async () => {
     await bus?.close();
+    await replicaBus?.close();
     await publisher?.close();
     await db?.drop();
   });
@@ -149,7 +160,8 @@ const natsUrl = natsUrlOrSkip('scheduler host status watcher');
     hostStatus = 'deleted';
     publish(ProtoHostStatus.HOST_STATUS_DOWN, [], true);
     await eventually(async () => (await stateOf(id)) === 'missing', 'missing after delete');
-    // Its agent's client is dropped from the pool.
-    expect(evicted).toEqual(['127.0.0.1:1']);
+    // Its agent's client is dropped from the pool of every replica, not just the one that handled the workloads.
+    await eventually(async () => evicted.length === 1 && evictedByReplica.length === 1, 'both replicas evicted');
+    expect([evicted, evictedByReplica]).toEqual([['127.0.0.1:1'], ['127.0.0.1:1']]);
   });
 });

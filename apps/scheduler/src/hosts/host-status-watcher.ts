@@ -15,8 +15,6 @@ export interface HostStatusWatcherDeps {
   prisma: PrismaClient;
   store: WorkloadStore;
   hosts: Pick<HostDirectory, 'get'>;
-  /** Its client for a deleted host's agent is dropped. */
-  agents?: Pick<AgentPool, 'evict'>;
   logger: Logger;
 }
 
@@ -95,7 +93,6 @@ export function watchHostStatus(deps: HostStatusWatcherDeps): EventSubscription 
       if (status === 'unreachable' || status === 'down' || event.deleted) {
         const now = await currentStatus(event.hostId);
         if (now !== 'unreachable' && now !== 'down' && now !== 'deleted') return;
-        if (now === 'deleted' && event.agentAddress) deps.agents?.evict(event.agentAddress);
         const marked = await markHostWorkloadsMissing(prisma, store, event.hostId, event.deleted ? 'host deleted' : `host ${now}: ${event.reason}`);
         if (marked.length) logger.warn('host lost: its workloads are missing', { hostId: event.hostId, workloadIds: marked });
       } else if (status === 'online' || status === 'draining') {
@@ -107,4 +104,23 @@ export function watchHostStatus(deps: HostStatusWatcherDeps): EventSubscription 
     },
     { queue: 'scheduler' },
   );
+}
+
+/**
+ * Drops a deleted host's agent client from this replica's pool. Not in the
+ * queue group: every scheduler replica holds its own pool, so every one of
+ * them must hear the deletion (the workload changes above happen once).
+ */
+export function evictDeletedHostClients(deps: Pick<HostStatusWatcherDeps, 'bus' | 'hosts' | 'logger'> & { agents: Pick<AgentPool, 'evict'> }): EventSubscription {
+  return deps.bus.subscribe(Topics.hostStatus, async (event) => {
+    if (!event.deleted || !event.agentAddress) return;
+    try {
+      await deps.hosts.get(event.hostId);
+      return; // stale: the host exists (a delete event cannot be undone, so this is not that host's)
+    } catch (err) {
+      if ((err as { name?: string }).name !== 'NotFoundError') throw err;
+    }
+    deps.agents.evict(event.agentAddress);
+    deps.logger.info('deleted host: its agent client was dropped', { hostId: event.hostId });
+  });
 }
