@@ -19,6 +19,8 @@ async function main() {
     natsUrl: process.env.NATS_URL || undefined,
     logLevel,
     bus: /^(1|true|yes)$/i.test(process.env.CORRAL_EMBEDDED_BUS ?? '') ? 'embedded' : 'auto',
+    // Unset: the one kept in the data dir (made on the first start).
+    natsSubjectNamespace: process.env.NATS_SUBJECT_NAMESPACE,
     progress: (line) => console.log(`corral: ${line}`),
   });
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
@@ -28,7 +30,7 @@ async function main() {
     `  REST + OpenAPI:   ${system.gatewayUrl}   (docs: ${system.gatewayUrl}/docs)`,
     `  gRPC (CLI):       ${system.gatewayGrpcAddress}`,
     `  database:         ${system.databaseKind === 'embedded-pglite' ? `embedded PGlite in ${dataDir}/pglite` : 'DATABASE_URL'}`,
-    `  event bus:        ${{ external: 'NATS_URL', 'nats-server': 'nats-server from PATH', 'embedded-broker': 'embedded NATS-protocol broker' }[system.busKind]} (${system.natsUrl})`,
+    `  event bus:        ${{ external: 'NATS_URL', 'nats-server': 'nats-server from PATH', 'embedded-broker': 'embedded NATS-protocol broker' }[system.busKind]} (${system.natsUrl}${system.natsSubjectNamespace ? `, subjects under ${system.natsSubjectNamespace}.` : ''})`,
     `  local host:       ${system.localHostId ?? '(none)'}`,
     `  service logs:     ${dataDir}/logs/`,
     '',

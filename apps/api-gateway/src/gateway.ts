@@ -1,9 +1,13 @@
 import { authenticateApiKey, ensureFirstAdminKey } from '@corral/auth';
 import { applyMigrations, createPrismaClient } from '@corral/db';
-import { checkHealth, createClient, startGrpcServer } from '@corral/grpc';
+import { checkHealth, controlPlaneServiceCredentials, createClient, startGrpcServer, type ChannelCredentials } from '@corral/grpc';
 import { createLogger, type Logger } from '@corral/logging';
 import { hostRegistryV1, schedulerV1 } from '@corral/proto';
 import { createImageOperations, schedulerHostImages } from './operations/image-operations';
+import { createServiceOperations } from './operations/service-operations';
+import { prismaIdempotencyStore } from './http/idempotency';
+import { createEventOperations } from './operations/event-operations';
+import { connectEventBus, natsTlsOf, Topics } from '@corral/events';
 import { schedulerWorkloadStreams } from './operations/scheduler-streams';
 import { adminKeyBanner, writeAdminKeyFile } from './bootstrap/admin-key-announcement';
 import type { GatewayConfig } from './config';
@@ -71,7 +75,9 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
 
     const scheduler = createClient(schedulerV1.SchedulerServiceClient, config.schedulerAddr, { deadlineMs: config.backendDeadlineMs });
     cleanups.push(() => scheduler.close());
-    const hostRegistry = createClient(hostRegistryV1.HostRegistryServiceClient, config.hostRegistryAddr, { deadlineMs: config.backendDeadlineMs });
+    const hostRegistryCredentials = controlPlaneServiceCredentials(config.hostRegistryCaFile, 'host-registry', 'HOST_REGISTRY_CA_FILE');
+    if (!hostRegistryCredentials) logger.warn('calling host-registry in plaintext: HOST_REGISTRY_CA_FILE is not set');
+    const hostRegistry = createClient(hostRegistryV1.HostRegistryServiceClient, config.hostRegistryAddr, { deadlineMs: config.backendDeadlineMs, credentials: hostRegistryCredentials });
     cleanups.push(() => hostRegistry.close());
 
     const operations = createCorralOperations({
@@ -81,9 +87,31 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
       authenticate: (key) => authenticateApiKey(prisma, key),
     });
     const images = createImageOperations(schedulerHostImages(scheduler));
+    const services = createServiceOperations(scheduler);
+    // The bus only wakes followers of the audit trail; without it they poll.
+    const bus = config.natsUrl
+      ? await connectEventBus({
+          url: config.natsUrl,
+          name: 'corral-api-gateway',
+          logger,
+          tls: natsTlsOf(config),
+          namespace: config.natsSubjectNamespace,
+        })
+      : undefined;
+    if (bus) cleanups.push(() => bus.drain().catch(() => bus.close()));
+    const events = createEventOperations(prisma, {
+      ...(bus
+        ? {
+            doorbell: (ring) => {
+              const subscription = bus.subscribe(Topics.audit, () => ring());
+              return () => subscription.unsubscribe();
+            },
+          }
+        : {}),
+    });
 
-    const serving = (address: string) =>
-      checkHealth(address, '', { deadlineMs: READINESS_DEADLINE_MS }).then(
+    const serving = (address: string, credentials?: ChannelCredentials) =>
+      checkHealth(address, '', { deadlineMs: READINESS_DEADLINE_MS, credentials }).then(
         (status) => status === 'SERVING',
         () => false,
       );
@@ -93,6 +121,12 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
       bodyLimitBytes: config.bodyLimitBytes,
       fileMaxBytes: config.fileMaxBytes,
       images,
+      imageMaxBytes: config.imageMaxBytes,
+      requestTimeoutMs: config.requestTimeoutMs,
+      uploadTimeoutMs: config.uploadTimeoutMs,
+      services,
+      events,
+      idempotency: prismaIdempotencyStore(prisma),
       readiness: async () => {
         const [database, schedulerUp, hostRegistryUp] = await Promise.all([
           prisma.$queryRaw`SELECT 1`.then(
@@ -100,7 +134,7 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
             () => false,
           ),
           serving(config.schedulerAddr),
-          serving(config.hostRegistryAddr),
+          serving(config.hostRegistryAddr, hostRegistryCredentials),
         ]);
         return { database, scheduler: schedulerUp, hostRegistry: hostRegistryUp };
       },
@@ -115,7 +149,7 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
       host: config.grpcHost,
       port: config.grpcPort,
       logger,
-      services: [corralGrpcService(operations, logger, { fileMaxBytes: config.fileMaxBytes, images })],
+      services: [corralGrpcService(operations, logger, { fileMaxBytes: config.fileMaxBytes, images, imageMaxBytes: config.imageMaxBytes, services, events })],
     });
     cleanups.push(() => grpc.stop());
 

@@ -213,7 +213,7 @@ describe('corral CLI', () => {
     const res = await corral(['workloads', 'run', 'vm', '--driver', 'qemu', '--kernel', '/boot/vmlinuz', '--initrd', '/boot/initrd', '--kernel-args', 'console=ttyS0', '-o', 'json']);
     expect(res.code).toBe(0);
     expect(received.at(-1)?.request).toMatchObject({ vm: { mode: 'microvm', kernel: '/boot/vmlinuz', initrd: '/boot/initrd', kernelArgs: 'console=ttyS0' } });
-    expect(JSON.parse(res.stdout).vm).toEqual({ mode: 'microvm', kernel: '/boot/vmlinuz', initrd: '/boot/initrd', kernelArgs: 'console=ttyS0' });
+    expect(JSON.parse(res.stdout).vm).toEqual({ mode: 'microvm', kernel: '/boot/vmlinuz', initrd: '/boot/initrd', kernelArgs: 'console=ttyS0', rootDisk: null });
   });
 
   it('pauses and resumes a workload', async () => {

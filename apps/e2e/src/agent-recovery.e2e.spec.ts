@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -26,7 +26,8 @@ import {
 // the restarted agent must re-adopt them (not restart them: the same pid,
 // the same container, the same boot nonce) and control them again (pause,
 // resume, stop); stopping them must leave no process running and release
-// their host ports; purging them must leave nothing behind on the host.
+// their host ports; purging them must leave nothing behind on the host
+// (container, qemu, task directory, root-disk clone, loop device, port).
 
 const repoRoot = resolve(__dirname, '..', '..', '..');
 const databaseUrl = process.env.DATABASE_URL;
@@ -79,6 +80,7 @@ describeE2e('node agent crash and recovery', () => {
   let dataDir: string;
   let adminKey: string;
   let podman: Executor;
+  let losetup: Executor;
 
   const api = async (method: string, path: string, body?: unknown) => {
     const res = await fetch(`${system.gatewayUrl}${path}`, {
@@ -113,6 +115,7 @@ describeE2e('node agent crash and recovery', () => {
     system = await startSystem({ repoRoot, dataDir, databaseUrl: db.url, natsUrl, portsMode: 'free', localAgent: true, logLevel: 'debug' });
     adminKey = system.adminKey!;
     podman = createExecutor({ allowedPrograms: ['podman'], logger: silentLogger });
+    losetup = createExecutor({ allowedPrograms: ['losetup'], logger: silentLogger });
   });
 
   afterAll(async () => {
@@ -152,14 +155,17 @@ describeE2e('node agent crash and recovery', () => {
     let vm: { status: number; json: { id: string } } | undefined;
     if (!vmMissing) {
       const image = await ensureMicrovmImage();
+      // With a root disk cloned from a base: the clone must survive the crash too, and go with the purge.
+      const rootDisk = join(dataDir, 'survivor-base.raw');
+      writeFileSync(rootDisk, Buffer.alloc(16 * 1024 * 1024));
       vm = await api('POST', '/v1/workloads', {
         name: 'survivor-vm',
         driver: 'qemu',
-        vm: { mode: 'microvm', kernel: image.kernel, initrd: image.initrd, kernelArgs: MICROVM_KERNEL_ARGS },
+        vm: { mode: 'microvm', kernel: image.kernel, initrd: image.initrd, kernelArgs: MICROVM_KERNEL_ARGS, rootDisk },
         routes: [{ name: 'http', port: MICROVM_GUEST_HTTP_PORT }],
         resources: { memoryMb: 256, vcpus: 1 },
       });
-      expect(vm.status).toBe(201);
+      expect(vm).toMatchObject({ status: 201 });
     }
 
     const procView = await waitForState(proc.json.id, ['running', 'failed']);
@@ -230,7 +236,14 @@ describeE2e('node agent crash and recovery', () => {
     // agent's state dir, no held port.
     const agentDir = join(dataDir, 'agent');
     const ids = started.map((s) => s.id);
-    const leftovers = () => [join(agentDir, 'process'), join(agentDir, 'qemu'), join(agentDir, 'workloads'), join(agentDir, 'snapshots')].flatMap((dir) => entriesOf(dir));
+    const clonesDir = join(agentDir, 'volumes', 'qcow2', 'clones');
+    const leftovers = () =>
+      [join(agentDir, 'process'), join(agentDir, 'qemu'), join(agentDir, 'workloads'), join(agentDir, 'snapshots'), clonesDir, join(agentDir, 'volumes', 'device-mapper')].flatMap((dir) => entriesOf(dir));
+    const loopDevicesOfAgent = async () =>
+      (await losetup.run({ program: 'losetup', args: ['-a'], timeoutMs: 30_000, parse: (stdout) => stdout, mapError: execErrorFromResult }))
+        .split('\n')
+        .filter((line) => line.includes(dataDir));
+    if (vm) expect(entriesOf(clonesDir).filter((name) => name.startsWith(vm.json.id))).toHaveLength(1);
     if (container) expect(await containerOf(container.json.id)).not.toBe('');
     expect(leftovers().some((name) => ids.some((id) => name.startsWith(id)))).toBe(true);
     for (const s of started) {
@@ -243,6 +256,7 @@ describeE2e('node agent crash and recovery', () => {
     if (container) expect(await containerOf(container.json.id)).toBe('');
     if (vm) expect(pidsWithArgument(vm.json.id)).toEqual([]);
     expect(leftovers().filter((name) => ids.some((id) => name.startsWith(id)))).toEqual([]);
+    expect(await loopDevicesOfAgent()).toEqual([]);
     const held = JSON.parse(readFileSync(join(agentDir, 'ports.json'), 'utf8')).workloads as Record<string, unknown>;
     for (const id of ids) expect(held[id]).toBeUndefined();
     for (const s of started) expect(await portIsFree(s.hostPort)).toBe(true);

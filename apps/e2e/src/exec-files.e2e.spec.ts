@@ -212,7 +212,7 @@ describeE2e('exec and files end to end', () => {
     await api('DELETE', `/v1/workloads/${id}`);
   });
 
-  (vmMissing ? it.skip : it)('execs and copies files into a running microVM through its guest agent, snapshots it over REST with progress, and restores it through the CLI to a VM that serves again', async () => {
+  (vmMissing ? it.skip : it)('execs and copies files into a running microVM through its guest agent, snapshots it over REST with progress, and restores it through the CLI and over REST to VMs that serve again', async () => {
     const image = await ensureMicrovmImage();
     const id = await create({
       name: 'snap-vm',
@@ -273,10 +273,39 @@ describeE2e('exec and files end to end', () => {
     expect(cliSnapshot.stdout).toMatch(/Snapshot:\s+snap-/);
     expect(cliSnapshot.stderr).toMatch(/MiB of .* MiB sent/);
 
+    // And a restore over REST: a third VM, running from that snapshot's memory, serving on a port of its own.
+    const cliSnapshotId = /Snapshot:\s+(snap-\S+)/.exec(cliSnapshot.stdout)?.[1];
+    expect(cliSnapshotId).toBeDefined();
+    const restRestore = await fetch(`${system.gatewayUrl}/v1/workloads/${copy.id}/snapshots/${cliSnapshotId}/restore`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'snap-vm-rest-copy' }),
+    });
+    expect(restRestore.status).toBe(201);
+    const restCopy = (await restRestore.json()) as { id: string; name: string };
+    expect(restCopy.name).toBe('snap-vm-rest-copy');
+    expect((await waitRunning(restCopy.id)).state).toBe('running');
+    await serves(await portOf(restCopy.id));
+    await api('DELETE', `/v1/workloads/${restCopy.id}`);
+
     // An unknown snapshot is a 404, not a new broken workload returned as fine.
     const unknown = await corral(['workloads', 'restore', id, 'snap-20000101T000000-00000000']);
     expect(unknown.exitCode).toBe(1);
     expect(unknown.stderr).toMatch(/not found/);
+
+    // Listed from the host's disk, with the storage it takes; deleted once,
+    // then gone, and deleting it again is still fine.
+    const listed = await api('GET', `/v1/workloads/${id}/snapshots`);
+    expect(listed.status).toBe(200);
+    const snapshots = (JSON.parse(listed.text) as { snapshots: { id: string; sourceWorkloadId: string; sizeBytes: number; driver: string; createdAt: string }[] }).snapshots;
+    expect(snapshots).toEqual([expect.objectContaining({ id: result.snapshotId, sourceWorkloadId: id, driver: 'qemu', createdAt: expect.any(String) })]);
+    expect(snapshots[0].sizeBytes).toBeGreaterThan(0);
+    const cliList = await corral(['workloads', 'snapshots', id]);
+    expect(cliList).toMatchObject({ exitCode: 0, stdout: expect.stringContaining(result.snapshotId as string) });
+    expect((await api('DELETE', `/v1/workloads/${id}/snapshots/${result.snapshotId}`)).status).toBe(204);
+    expect(JSON.parse((await api('GET', `/v1/workloads/${id}/snapshots`)).text)).toEqual({ snapshots: [] });
+    expect((await api('DELETE', `/v1/workloads/${id}/snapshots/${result.snapshotId}`)).status).toBe(204);
+    await expect(corral(['workloads', 'snapshot-rm', id, result.snapshotId as string])).resolves.toMatchObject({ exitCode: 0, stdout: expect.stringMatching(/already gone/) });
     await api('DELETE', `/v1/workloads/${copy.id}`);
     await api('DELETE', `/v1/workloads/${id}`);
   });

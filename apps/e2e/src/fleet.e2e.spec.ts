@@ -14,7 +14,8 @@ import { createTestDatabase, eventually, natsUrlOrSkip, type TestDatabase } from
 // workload runs (409 naming it), forced delete (the workload stopped, the
 // host gone and kept out although its agent still heartbeats), and a team
 // bringing its own host (BYOC) with its own registration token. Drain and
-// delete are driven through the CLI as well as REST.
+// delete are driven through the CLI as well as REST; so is a team managing
+// its own host and scoped tokens, and a host whose agent stops and returns.
 
 const repoRoot = resolve(__dirname, '..', '..', '..');
 const databaseUrl = process.env.DATABASE_URL;
@@ -50,11 +51,11 @@ describeE2e('fleet membership end to end', () => {
     return { status: res.status, json, text };
   };
 
-  const corral = (args: string[]) =>
+  const corral = (args: string[], key: string = adminKey) =>
     cli.run({
       program: process.execPath,
       args: ['--import', 'tsx', join(repoRoot, 'apps/cli/src/main.ts'), ...args],
-      env: { CORRAL_ADDR: system.gatewayGrpcAddress, CORRAL_API_KEY: adminKey, TSX_TSCONFIG_PATH: join(repoRoot, 'tsconfig.base.json') },
+      env: { CORRAL_ADDR: system.gatewayGrpcAddress, CORRAL_API_KEY: key, TSX_TSCONFIG_PATH: join(repoRoot, 'tsconfig.base.json') },
       cwd: repoRoot,
       timeoutMs: 60_000,
       parse: (stdout) => stdout,
@@ -85,7 +86,11 @@ describeE2e('fleet membership end to end', () => {
   beforeAll(async () => {
     db = await createTestDatabase();
     dataDir = mkdtempSync(join(tmpdir(), 'corral-fleet-e2e-'));
+    // On the shared NATS_URL: the launcher gives this system a subject namespace of its
+    // own, so the host-registries and schedulers of other suites on that server cannot
+    // take a share of these hosts' heartbeats and status events.
     system = await startSystem({ repoRoot, dataDir, databaseUrl: db.url, natsUrl, portsMode: 'free', localAgent: false, logLevel: 'debug' });
+    expect(system.natsSubjectNamespace).toMatch(/^corral-/);
     adminKey = system.adminKey!;
     cli = createExecutor({ allowedPrograms: [process.execPath], logger: silentLogger });
   });
@@ -284,6 +289,73 @@ describeE2e('fleet membership end to end', () => {
       expect((await api('GET', '/v1/fleet/health', undefined, teamA.key)).status).toBe(403);
       const cliHealth = await corral(['hosts', 'health']);
       expect(cliHealth).toMatch(/Brake:\s+off/);
+    });
+
+    let cliHost: ExtraAgent;
+
+    it("lets a team do it all through the CLI: a scoped token with a TTL, its host listed, drained and undrained, the token revoked; another team's key gets not found", async () => {
+      const json = async (args: string[], key: string) => JSON.parse(await corral(['--output', 'json', ...args], key));
+      const created = await json(['token', 'create', '--ttl', '900', '--description', 'alpha cli rack', '--name-pattern', 'alpha-cli-*'], teamA.key);
+      const ttlLeftMs = Date.parse(created.expiresAt) - Date.now();
+      expect(ttlLeftMs).toBeGreaterThan(0);
+      expect(ttlLeftMs).toBeLessThanOrEqual(900_000);
+      const scope = { namePattern: 'alpha-cli-*', labels: {} };
+      expect((await json(['token', 'list'], teamA.key)).tokens).toContainEqual(expect.objectContaining({ id: created.id, teamId: teamA.id, state: 'active', scope }));
+      expect((await json(['token', 'list'], teamB.key)).tokens).toEqual([]);
+
+      // A host outside the scope is refused and leaves the token unused (its agent exits).
+      await expect(system.startExtraAgent({ name: 'outside-scope', registrationToken: created.token })).rejects.toThrow(/exited during start-up/);
+      expect((await json(['token', 'list'], teamA.key)).tokens).toContainEqual(expect.objectContaining({ id: created.id, state: 'active' }));
+      // One inside it registers as the team's host.
+      cliHost = await system.startExtraAgent({ name: 'alpha-cli-1', registrationToken: created.token });
+      await waitForHostStatus(cliHost.hostId, 'online');
+      expect((await json(['token', 'list'], teamA.key)).tokens).toContainEqual(expect.objectContaining({ id: created.id, state: 'used', usedByHostId: cliHost.hostId, scope }));
+
+      expect((await json(['hosts', 'list'], teamA.key)).hosts).toContainEqual(expect.objectContaining({ id: cliHost.hostId, teamId: teamA.id, status: 'online' }));
+      expect((await json(['hosts', 'list'], teamB.key)).hosts.map((h: { id: string }) => h.id)).not.toContain(cliHost.hostId);
+      expect(await json(['hosts', 'get', cliHost.hostId], teamA.key)).toMatchObject({ id: cliHost.hostId, name: 'alpha-cli-1', teamId: teamA.id, status: 'online' });
+      const notFound = { exitCode: 1, stderrTail: expect.stringContaining('not found') };
+      await expect(corral(['hosts', 'get', cliHost.hostId], teamB.key)).rejects.toMatchObject(notFound);
+      await expect(corral(['hosts', 'drain', cliHost.hostId], teamB.key)).rejects.toMatchObject(notFound);
+      await expect(corral(['hosts', 'delete', cliHost.hostId, '--force'], teamB.key)).rejects.toMatchObject(notFound);
+
+      expect(await json(['hosts', 'drain', cliHost.hostId], teamA.key)).toMatchObject({ id: cliHost.hostId, status: 'draining' });
+      expect((await api('GET', `/v1/hosts/${cliHost.hostId}`, undefined, teamA.key)).json.status).toBe('draining');
+      expect(await json(['hosts', 'undrain', cliHost.hostId], teamA.key)).toMatchObject({ id: cliHost.hostId, status: 'online' });
+
+      await expect(corral(['token', 'revoke', created.id], teamB.key)).rejects.toMatchObject(notFound);
+      expect(await json(['token', 'revoke', created.id], teamA.key)).toMatchObject({ id: created.id, state: 'revoked', usedByHostId: cliHost.hostId });
+
+      // The same scope over REST, shown the same way.
+      const rest = await api('POST', '/v1/hosts/registration-tokens', { ttlSeconds: 600, scope: { namePattern: 'alpha-rest-?', labels: { zone: 'b' } } }, teamA.key);
+      expect(rest.status).toBe(201);
+      const listed = await api('GET', '/v1/hosts/registration-tokens', undefined, teamA.key);
+      expect(listed.json.tokens).toContainEqual(expect.objectContaining({ id: rest.json.id, state: 'active', scope: { namePattern: 'alpha-rest-?', labels: { zone: 'b' } } }));
+    });
+
+    it('marks a host whose agent stops unreachable and its workloads missing, and restores both when the agent comes back', async () => {
+      // Team B's workloads can only go to platform hosts, and this is the only one online.
+      expect((await api('POST', `/v1/hosts/${platform.hostId}/undrain`)).json.status).toBe('online');
+      const onPlatform: string[] = [];
+      for (const name of ['beta-return-1', 'beta-return-2']) {
+        const created = await api('POST', '/v1/workloads', sleeper(name), teamB.key);
+        expect(created.status).toBe(201);
+        expect(await waitForState(created.json.id, ['running'], teamB.key)).toMatchObject({ hostId: platform.hostId });
+        onPlatform.push(created.json.id);
+      }
+
+      await platform.stop();
+      await waitForHostStatus(platform.hostId, 'unreachable');
+      expect(JSON.parse(await corral(['--output', 'json', 'hosts', 'get', platform.hostId]))).toMatchObject({ status: 'unreachable' });
+      for (const id of onPlatform) await waitForState(id, ['missing'], teamB.key);
+      // One silent host of a healthy fleet is no reason to brake; the others stay online.
+      expect((await api('GET', `/v1/hosts/${cliHost.hostId}`)).json.status).toBe('online');
+      expect((await fleetHealth()).brake.active).toBe(false);
+
+      // Its workloads kept running without the agent: the returning heartbeat reports them alive.
+      await platform.start();
+      await waitForHostStatus(platform.hostId, 'online');
+      for (const id of onPlatform) expect(await waitForState(id, ['running'], teamB.key)).toMatchObject({ id, hostId: platform.hostId });
     });
   });
 });

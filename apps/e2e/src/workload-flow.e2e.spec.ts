@@ -1,7 +1,10 @@
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createExecutor, execErrorFromResult, type Executor } from '@corral/exec';
+import { createExecutor, execErrorFromResult, spawnInteractive, type ExecResult, type Executor } from '@corral/exec';
 import { createClient } from '@corral/grpc';
 import { startSystem, type RunningSystem } from '@corral/launcher';
 import { silentLogger } from '@corral/logging';
@@ -16,9 +19,13 @@ import {
   MICROVM_GUEST_HTTP_PORT,
   MICROVM_KERNEL_ARGS,
   MICROVM_PAGE_TEXT,
+  MICROVM_POWERDOWN_MARKER,
+  MICROVM_READY_MARKER,
   microvmImageUnavailableReason,
   natsUrlOrSkip,
   podmanUnavailableReason,
+  UNIKERNEL_READY_MARKER,
+  writeUnikernelImage,
   type TestDatabase,
 } from '@corral/testing';
 
@@ -119,8 +126,17 @@ describeE2e('one workload end to end', () => {
     }, { what: 'host online' });
     expect(host.drivers).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'process', healthy: true })]));
     expect(host.resources.capacity.memoryMb).toBeGreaterThan(0);
+    // Usage travels only in heartbeats (registration sends capacity): host-registry keeps what the running agent reports.
+    const reported = await eventually(async () => {
+      const { json } = await api('GET', '/v1/hosts');
+      const seen = json?.hosts?.find((h: { id: string }) => h.id === hostId);
+      return seen?.resources?.usage?.diskMb > 0 && seen?.resources?.usage?.memoryMb > 0 ? seen : undefined;
+    }, { what: 'heartbeat usage stored by host-registry' });
+    expect(reported.drivers).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'process', healthy: true })]));
     // The token was single use: registering again with it is refused.
-    const registry = createClient(hostRegistryV1.HostRegistryServiceClient, system.services.find((s) => s.name === 'host-registry')!.address);
+    const registry = createClient(hostRegistryV1.HostRegistryServiceClient, system.services.find((s) => s.name === 'host-registry')!.address, {
+      credentials: system.hostRegistryCredentials,
+    });
     try {
       await expect(
         registry.registerHost({ registrationToken: token.json.token, name: 'second-use', agentAddress: '127.0.0.1:1', capacity: undefined, drivers: [], labels: {} }),
@@ -208,8 +224,10 @@ describeE2e('one workload end to end', () => {
     const emptyCommand = await api('POST', '/v1/workloads', { name: 'x', driver: 'process', command: [] });
     expect(emptyCommand.status).toBe(400);
     expect(emptyCommand.json.field).toBe('command');
-    const huge = await api('POST', '/v1/workloads', JSON.stringify({ name: 'x', driver: 'process', command: ['a'.repeat(10 * 1024 * 1024)] }));
-    expect(huge.status).toBe(413);
+    // The gateway answers 413 from the declared length and may close before the body is sent, so fetch can
+    // fail its upload with EPIPE before it reads the answer: read the answer with a client that expects that.
+    const hugeStatus = await postAnsweredEarly(`${system.gatewayUrl}/v1/workloads`, adminKey, JSON.stringify({ name: 'x', driver: 'process', command: ['a'.repeat(10 * 1024 * 1024)] }));
+    expect(hugeStatus).toBe(413);
     expect((await api('GET', '/v1/workloads', undefined, null)).status).toBe(401);
     expect((await api('GET', '/v1/workloads', undefined, 'crl_not_a_real_key')).status).toBe(401);
     expect((await api('GET', '/v1/workloads/00000000-0000-0000-0000-000000000000')).status).toBe(404);
@@ -375,6 +393,248 @@ describeE2e('one workload end to end', () => {
     expect((await waitForState(next.json.id, ['stopped'])).ports).toEqual([]);
   });
 
+  // Issue 3's "Done when", driven through the CLI for a podman container and
+  // a qemu microVM alike: run, HTTP on the allocated port, exec, cp, pause
+  // and resume, logs -f, a graceful stop; purged, nothing of them is left on
+  // the host (container, qemu, loop device, overlay, task directory, port).
+
+  /** Runs the CLI; resolves with its exit code and output whatever the code. */
+  const corralOutcome = (args: string[], options: { stdin?: string; timeoutMs?: number } = {}) =>
+    cli
+      .run<{ exitCode: number; stdout: string; stderr: string }>({
+        program: process.execPath,
+        args: ['--import', 'tsx', join(repoRoot, 'apps/cli/src/main.ts'), ...args],
+        env: { CORRAL_ADDR: system.gatewayGrpcAddress, CORRAL_API_KEY: adminKey, TSX_TSCONFIG_PATH: join(repoRoot, 'tsconfig.base.json') },
+        cwd: repoRoot,
+        timeoutMs: options.timeoutMs ?? 60_000,
+        ...(options.stdin !== undefined ? { stdin: options.stdin } : {}),
+        parse: (stdout, stderr) => ({ exitCode: 0, stdout, stderr }),
+        mapError: (r: ExecResult) => Object.assign(new Error(`corral exited ${r.exitCode}`), { outcome: { exitCode: r.exitCode ?? -1, stdout: r.stdout, stderr: r.stderr } }),
+      })
+      .catch((err: { outcome?: { exitCode: number; stdout: string; stderr: string } }) => {
+        if (err.outcome) return err.outcome;
+        throw err;
+      });
+
+  /** `corral workloads logs ID -f` as it runs: its output so far, and its end. */
+  const followThroughCli = async (id: string) => {
+    const child = await spawnInteractive({
+      program: process.execPath,
+      args: ['--import', 'tsx', join(repoRoot, 'apps/cli/src/main.ts'), 'workloads', 'logs', id, '-f'],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', CORRAL_ADDR: system.gatewayGrpcAddress, CORRAL_API_KEY: adminKey, TSX_TSCONFIG_PATH: join(repoRoot, 'tsconfig.base.json') },
+      cwd: repoRoot,
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.resume();
+    return {
+      output: () => output,
+      printed: (text: string, timeoutMs = 60_000) => eventually(() => (output.includes(text) ? true : undefined), { timeoutMs, what: `logs -f to print ${text}` }),
+      exited: child.exited,
+      kill: () => child.kill(),
+    };
+  };
+
+  /** A CLI command with JSON output that must succeed (a failure shows its stderr). */
+  const cliJson = async (args: string[]) => {
+    const outcome = await corralOutcome(['--output', 'json', ...args]);
+    expect({ args, exitCode: outcome.exitCode, stderr: outcome.stderr }).toEqual({ args, exitCode: 0, stderr: '' });
+    return JSON.parse(outcome.stdout);
+  };
+  const cliView = (id: string) => cliJson(['workloads', 'get', id]);
+  const cliWaitFor = (id: string, states: string[], timeoutMs = 120_000) =>
+    eventually(
+      async () => {
+        const view = await cliView(id);
+        return states.includes(view.state) ? view : undefined;
+      },
+      { timeoutMs, what: `workload ${id} to reach ${states.join('/')} (CLI)` },
+    );
+  const portIsFree = (port: number) =>
+    new Promise<boolean>((done) => {
+      const probe = createServer();
+      probe.once('error', () => done(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => done(true)));
+    });
+  const hostTools = () => createExecutor({ allowedPrograms: ['podman', 'losetup'], logger: silentLogger });
+
+  /** Everything of workload `id` still on this host: an empty object when nothing is. */
+  const leftoversOf = async (id: string, hostPort: number) => {
+    const tools = hostTools();
+    const agentDir = join(dataDir, 'agent');
+    const found: Record<string, unknown> = {};
+    if (!podmanMissing) {
+      const containers = await tools.run({
+        program: 'podman',
+        args: ['ps', '-a', '--filter', `label=corral.workload-id=${id}`, '--format', '{{.ID}}'],
+        timeoutMs: 30_000,
+        parse: (stdout) => stdout.trim(),
+        mapError: execErrorFromResult,
+      });
+      if (containers) found.containers = containers;
+    }
+    const loops = (await tools.run({ program: 'losetup', args: ['-a'], timeoutMs: 30_000, parse: (stdout) => stdout, mapError: execErrorFromResult }))
+      .split('\n')
+      .filter((line) => line.includes(dataDir));
+    if (loops.length) found.loopDevices = loops;
+    const qemu = readdirSync('/proc').filter((entry) => {
+      if (!/^\d+$/.test(entry)) return false;
+      try {
+        const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+        return argv[0].includes('qemu') && argv.includes(id);
+      } catch {
+        return false;
+      }
+    });
+    if (qemu.length) found.qemuPids = qemu;
+    const dirs = ['process', 'qemu', 'workloads', 'snapshots', join('volumes', 'qcow2', 'clones'), join('volumes', 'device-mapper')].map((d) => join(agentDir, d));
+    const files = dirs.flatMap((dir) => (existsSync(dir) ? readdirSync(dir).filter((name) => name.startsWith(id)).map((name) => join(dir, name)) : []));
+    if (files.length) found.files = files;
+    // The port table exists once any workload was given a port.
+    const portTable = join(agentDir, 'ports.json');
+    const held = existsSync(portTable) ? (JSON.parse(readFileSync(portTable, 'utf8')).workloads as Record<string, unknown>) : {};
+    if (held[id] !== undefined) found.heldPorts = held[id];
+    if (hostPort && !(await portIsFree(hostPort))) found.boundPort = hostPort;
+    return found;
+  };
+
+  (podmanMissing ? it.skip : it)('drives a podman container through the CLI: run, HTTP on its port, exec -it, cp, pause/resume, logs -f, a graceful stop, and a purge that leaves nothing', async () => {
+    await ensureBusyboxImage();
+    // PID 1 is sh: it handles SIGTERM (wait, not sleep, lets the trap run at once) and exits 0.
+    const script = 'trap "echo got-sigterm; exit 0" TERM; httpd -p 8080 -h /www; echo serving; while :; do sleep 1 & wait $!; done';
+    const run = await corralOutcome(['--output', 'json', 'workloads', 'run', 'cli-box', '--driver', 'podman', '--image', BUSYBOX_TEST_IMAGE, '-p', 'http:8080', '--memory', '64', '--', 'sh', '-c', script]);
+    expect(run).toMatchObject({ exitCode: 0, stderr: '' });
+    const id: string = JSON.parse(run.stdout).id;
+    const running = await cliWaitFor(id, ['running', 'failed']);
+    expect(running.state).toBe('running');
+    const hostPort: number = running.ports[0].hostPort;
+    const page = (timeoutMs = 2000) => fetch(`http://127.0.0.1:${hostPort}/`, { signal: AbortSignal.timeout(timeoutMs) }).then((r) => r.text());
+    await eventually(async () => ((await page().catch(() => '')) === BUSYBOX_INDEX_HTML ? true : undefined), { what: 'container HTTP' });
+
+    const follow = await followThroughCli(id);
+    try {
+      await follow.printed('serving');
+      // Written after the follow printed what was there: it can only come by following.
+      expect(await corralOutcome(['exec', id, '--', 'sh', '-c', 'echo written-while-following > /proc/1/fd/1'])).toMatchObject({ exitCode: 0 });
+      await follow.printed('written-while-following');
+
+      // exec -it: a terminal, stdin passed through.
+      const tty = await corralOutcome(['exec', '-it', id, '--', 'sh', '-c', 'test -t 0 && read line && echo "got:$line"'], { stdin: 'typed\n' });
+      expect(tty.exitCode).toBe(0);
+      expect(tty.stdout).toContain('got:typed');
+
+      const local = mkdtempSync(join(tmpdir(), 'corral-e2e-cli-cp-'));
+      try {
+        writeFileSync(join(local, 'in.txt'), 'copied into the container\n');
+        expect(await corralOutcome(['cp', join(local, 'in.txt'), `${id}:/tmp/in.txt`])).toMatchObject({ exitCode: 0 });
+        expect(await corralOutcome(['cp', `${id}:/tmp/in.txt`, '-'])).toMatchObject({ exitCode: 0, stdout: 'copied into the container\n' });
+      } finally {
+        rmSync(local, { recursive: true, force: true });
+      }
+
+      expect(await cliJson(['workloads', 'pause', id])).toMatchObject({ state: 'paused' });
+      await expect(page(1000)).rejects.toBeDefined();
+      expect(await cliJson(['workloads', 'resume', id])).toMatchObject({ state: 'running' });
+      expect(await page()).toBe(BUSYBOX_INDEX_HTML);
+
+      // Graceful: the container's own SIGTERM handler runs and its exit code is 0.
+      expect(await corralOutcome(['workloads', 'stop', id])).toMatchObject({ exitCode: 0 });
+      expect(await cliWaitFor(id, ['stopped', 'failed'])).toMatchObject({ state: 'stopped', exitCode: 0, ports: [] });
+      // The follow ends by itself once the workload has ended, with the handler's line.
+      expect(await follow.exited).toEqual({ exitCode: 0, signal: null });
+      expect(follow.output()).toContain('got-sigterm');
+    } finally {
+      follow.kill();
+    }
+
+    expect(await corralOutcome(['workloads', 'rm', id])).toMatchObject({ exitCode: 0 });
+    expect((await cliView(id)).state).toBe('retired');
+    expect(await leftoversOf(id, hostPort)).toEqual({});
+  });
+
+  (vmMissing ? it.skip : it)('drives a qemu microVM with a cloned root disk through the CLI: run, HTTP on its port, exec, cp, pause/resume, logs -f of its console, a powerdown, and a purge that leaves nothing', async () => {
+    const image = await ensureMicrovmImage();
+    // A base disk on the host: the VM gets its own copy-on-write clone of it.
+    const base = join(dataDir, 'cli-vm-base.raw');
+    writeFileSync(base, Buffer.alloc(16 * 1024 * 1024));
+    const baseHash = createHash('sha256').update(readFileSync(base)).digest('hex');
+    const run = await corralOutcome([
+      '--output', 'json', 'workloads', 'run', 'cli-vm', '--driver', 'qemu',
+      '--kernel', image.kernel, '--initrd', image.initrd, '--kernel-args', MICROVM_KERNEL_ARGS, '--root-disk', base,
+      '-p', `http:${MICROVM_GUEST_HTTP_PORT}`, '--memory', '256', '--vcpus', '1',
+    ]);
+    expect(run).toMatchObject({ exitCode: 0, stderr: '' });
+    const id: string = JSON.parse(run.stdout).id;
+    const running = await cliWaitFor(id, ['running', 'failed']);
+    expect(running.state).toBe('running');
+    const hostPort: number = running.ports[0].hostPort;
+    const page = (timeoutMs = 3000) => fetch(`http://127.0.0.1:${hostPort}/`, { signal: AbortSignal.timeout(timeoutMs) }).then((r) => r.text());
+    await eventually(async () => ((await page().catch(() => '')).includes(MICROVM_PAGE_TEXT) ? true : undefined), { timeoutMs: 120_000, what: 'microVM HTTP' });
+
+    const follow = await followThroughCli(id);
+    try {
+      await follow.printed(MICROVM_READY_MARKER);
+
+      // Exec through the guest agent (it may answer a moment after httpd); the root disk is the clone.
+      const uname = await eventually(
+        async () => {
+          const outcome = await corralOutcome(['exec', id, '--', '/bin/sh', '-c', 'printf written-by-the-guest > /dev/vda && sync && echo ok']);
+          return outcome.exitCode === 0 ? outcome : undefined;
+        },
+        { timeoutMs: 60_000, what: 'exec in the VM' },
+      );
+      expect(uname.stdout).toBe('ok\n');
+      expect(createHash('sha256').update(readFileSync(base)).digest('hex')).toBe(baseHash);
+
+      const local = mkdtempSync(join(tmpdir(), 'corral-e2e-cli-cp-'));
+      try {
+        writeFileSync(join(local, 'in.txt'), 'copied into the VM\n');
+        expect(await corralOutcome(['cp', join(local, 'in.txt'), `${id}:/tmp/in.txt`])).toMatchObject({ exitCode: 0 });
+        expect(await corralOutcome(['cp', `${id}:/tmp/in.txt`, '-'])).toMatchObject({ exitCode: 0, stdout: 'copied into the VM\n' });
+      } finally {
+        rmSync(local, { recursive: true, force: true });
+      }
+
+      expect(await cliJson(['workloads', 'pause', id])).toMatchObject({ state: 'paused' });
+      await expect(page(1000)).rejects.toBeDefined();
+      expect(await cliJson(['workloads', 'resume', id])).toMatchObject({ state: 'running' });
+      expect(await page()).toContain(MICROVM_PAGE_TEXT);
+
+      // Graceful: an ACPI powerdown the guest's init handles (its marker on the console), exit 0.
+      expect(await corralOutcome(['workloads', 'stop', id], { timeoutMs: 120_000 })).toMatchObject({ exitCode: 0 });
+      expect(await cliWaitFor(id, ['stopped', 'failed'])).toMatchObject({ state: 'stopped', exitCode: 0, ports: [] });
+      expect(await follow.exited).toEqual({ exitCode: 0, signal: null });
+      expect(follow.output()).toContain(MICROVM_POWERDOWN_MARKER);
+    } finally {
+      follow.kill();
+    }
+
+    expect(await corralOutcome(['workloads', 'rm', id])).toMatchObject({ exitCode: 0 });
+    expect((await cliView(id)).state).toBe('retired');
+    expect(await leftoversOf(id, hostPort)).toEqual({});
+    expect(createHash('sha256').update(readFileSync(base)).digest('hex')).toBe(baseHash);
+  });
+
+  (existsSync('/usr/bin/qemu-system-x86_64') ? it : it.skip)('runs a qemu unikernel (a bootable image) through the CLI: its console in the logs, a stop although it ignores the powerdown, and a purge that leaves nothing', async () => {
+    const image = writeUnikernelImage(mkdtempSync(join(dataDir, 'unikernel-')));
+    const run = await corralOutcome(['--output', 'json', 'workloads', 'run', 'cli-unikernel', '--driver', 'qemu', '--image', image, '--memory', '64']);
+    expect(run).toMatchObject({ exitCode: 0, stderr: '' });
+    const id: string = JSON.parse(run.stdout).id;
+    expect(await cliWaitFor(id, ['running', 'failed'])).toMatchObject({ state: 'running', vm: { mode: 'unikernel' } });
+    await eventually(async () => ((await corralOutcome(['workloads', 'logs', id])).stdout.includes(UNIKERNEL_READY_MARKER) ? true : undefined), {
+      timeoutMs: 60_000,
+      what: 'the unikernel marker in the logs',
+    });
+    expect(await cliView(id)).toMatchObject({ state: 'running' });
+    expect(await cliJson(['workloads', 'pause', id])).toMatchObject({ state: 'paused' });
+    expect(await cliJson(['workloads', 'resume', id])).toMatchObject({ state: 'running' });
+    expect(await corralOutcome(['workloads', 'stop', id], { timeoutMs: 120_000 })).toMatchObject({ exitCode: 0, stderr: '' });
+    expect((await cliWaitFor(id, ['stopped', 'failed'])).ports).toEqual([]);
+    expect(await corralOutcome(['workloads', 'rm', id])).toMatchObject({ exitCode: 0 });
+    expect((await cliView(id)).state).toBe('retired');
+    expect(await leftoversOf(id, 0)).toEqual({});
+  });
+
   it('never writes secrets to service logs', () => {
     const logDir = join(dataDir, 'logs');
     for (const file of readdirSync(logDir)) {
@@ -384,3 +644,20 @@ describeE2e('one workload end to end', () => {
     }
   });
 });
+
+/** POSTs `body` and resolves with the answer's status, even when the server answers and closes mid-upload. */
+function postAnsweredEarly(url: string, key: string, body: string): Promise<number> {
+  return new Promise((resolvePromise, reject) => {
+    const req = httpRequest(url, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    });
+    req.on('response', (res) => {
+      res.resume();
+      resolvePromise(res.statusCode ?? 0);
+    });
+    // EPIPE / ECONNRESET after the answer arrived are expected; before it, they are the failure.
+    req.on('error', (err) => setTimeout(() => reject(err), 1000).unref());
+    req.end(body);
+  });
+}

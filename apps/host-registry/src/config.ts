@@ -1,10 +1,13 @@
-import { bool, ConfigError, int, loadConfig, oneOf, optionalStr, port, str, url, type ConfigOf, type Env } from '@corral/config';
+import { bool, ConfigError, int, list, loadConfig, oneOf, optionalStr, port, str, url, type ConfigOf, type Env } from '@corral/config';
+import { natsNamespaceConfigSchema, natsTlsConfigProblems, natsTlsConfigSchema } from '@corral/events';
 
 export const hostRegistryConfigSchema = {
   grpcHost: str('HOST_REGISTRY_GRPC_HOST', { default: '127.0.0.1' }),
   grpcPort: port('HOST_REGISTRY_GRPC_PORT', { default: 50052 }),
   databaseUrl: url('DATABASE_URL', { protocols: ['postgres:', 'postgresql:'], secret: true }),
   natsUrl: url('NATS_URL', { protocols: ['nats:', 'tls:'] }),
+  ...natsTlsConfigSchema,
+  ...natsNamespaceConfigSchema,
   // Encrypts the host signing keys' private halves (and the retry copy of
   // refreshed credentials) at rest: AES-256-GCM under keys derived from it.
   // At least 32 bytes; every replica must share it.
@@ -27,6 +30,11 @@ export const hostRegistryConfigSchema = {
   // and their agents serve plaintext.
   caCertFile: optionalStr('CORRAL_CA_CERT_FILE'),
   caKeyFile: optionalStr('CORRAL_CA_KEY_FILE'),
+  // With the CA, the registry serves gRPC over TLS with a certificate it
+  // issues itself (control-plane/host-registry): these names (DNS or IP) are
+  // added to its bind host, localhost and 127.0.0.1, for clients that check
+  // the name they dialled (grpcurl --cacert).
+  tlsNames: list('HOST_REGISTRY_TLS_NAMES', { default: [] }),
   // Lifetime of a host certificate; agents renew it with every JWT refresh.
   hostCertificateTtlSeconds: int('HOST_CERTIFICATE_TTL_SECONDS', { default: 86_400, min: 300, max: 30 * 86_400 }),
   registrationTokenDefaultTtlSeconds: int('REGISTRATION_TOKEN_DEFAULT_TTL_SECONDS', { default: 3600, min: 60 }),
@@ -77,6 +85,7 @@ export function loadHostRegistryConfig(env: Env = process.env): HostRegistryConf
   if ((config.caCertFile === undefined) !== (config.caKeyFile === undefined)) {
     problems.push(config.caCertFile === undefined ? 'CORRAL_CA_CERT_FILE is required when CORRAL_CA_KEY_FILE is set' : 'CORRAL_CA_KEY_FILE is required when CORRAL_CA_CERT_FILE is set');
   }
+  problems.push(...natsTlsConfigProblems(config));
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({ ...config, keyEncryptionKey: keyEncryptionKey as string });
 }

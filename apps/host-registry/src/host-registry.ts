@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { applyMigrations, createPrismaClient, openSessionLock } from '@corral/db';
-import { connectEventBus, Topics } from '@corral/events';
+import { connectEventBus, CredentialRefusalNotifier, natsTlsOf, Topics } from '@corral/events';
 import { startGrpcServer } from '@corral/grpc';
 import { createLogger, type Logger } from '@corral/logging';
 import { hostRegistryV1, type eventsV1 } from '@corral/proto';
@@ -11,9 +11,11 @@ import { authenticateHost, type CredentialPolicy } from './credentials/host-cred
 import { SealedBox } from './credentials/sealed-box';
 import { DEFAULT_ROTATION, HostKeyStore } from './credentials/signing-keys';
 import { hostRegistryService } from './grpc/host-registry-service';
+import { RegistryServerTls } from './grpc/registry-tls';
 import { ControlPlaneHealth } from './heartbeats/control-plane-health';
 import { fleetHealth } from './heartbeats/fleet-health';
 import { HeartbeatAuthenticator } from './heartbeats/heartbeat-authenticator';
+import { knownHostIn } from './heartbeats/known-hosts';
 import { HeartbeatBatcher } from './heartbeats/heartbeat-batcher';
 import { DirectHeartbeatWriter } from './heartbeats/heartbeat-intake';
 import { LivenessMonitor, MONITOR_LOCK_KEY } from './heartbeats/liveness-monitor';
@@ -33,7 +35,10 @@ export async function startHostRegistry(config: HostRegistryConfig, logger: Logg
     config.caCertFile && config.caKeyFile
       ? await HostCertificateIssuer.load({ certificateFile: config.caCertFile, privateKeyFile: config.caKeyFile }, { validForSeconds: config.hostCertificateTtlSeconds })
       : undefined;
-  if (!certificates) logger.warn('no internal CA (CORRAL_CA_CERT_FILE / CORRAL_CA_KEY_FILE): hosts get no TLS certificate and their agents serve plaintext');
+  if (!certificates) logger.warn('no internal CA (CORRAL_CA_CERT_FILE / CORRAL_CA_KEY_FILE): serving gRPC in plaintext, hosts get no TLS certificate and their agents serve plaintext');
+  const serverTls = certificates
+    ? await RegistryServerTls.start(certificates.certificateAuthority, { names: [config.grpcHost, 'localhost', '127.0.0.1', ...config.tlsNames], logger })
+    : undefined;
   await applyMigrations(config.databaseUrl, { logger });
   const prisma = createPrismaClient(config.databaseUrl);
   // Signing keys: rotated (and the first one created) before serving, then
@@ -64,7 +69,13 @@ export async function startHostRegistry(config: HostRegistryConfig, logger: Logg
     keys,
     logger,
   };
-  const bus = await connectEventBus({ url: config.natsUrl, name: 'corral-host-registry', logger });
+  const bus = await connectEventBus({
+    url: config.natsUrl,
+    name: 'corral-host-registry',
+    logger,
+    tls: natsTlsOf(config),
+    namespace: config.natsSubjectNamespace,
+  });
   const replicaId = config.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const silentForMs = config.heartbeatIntervalMs * config.missedHeartbeatsBeforeUnreachable;
   // Trouble with our own connections within one timeout makes stored
@@ -97,6 +108,7 @@ export async function startHostRegistry(config: HostRegistryConfig, logger: Logg
   if (direct) logger.warn('HEARTBEAT_WRITE_MODE=direct: one UPDATE per heartbeat, for benchmarks only');
   // Replicas share the queue group, so each heartbeat is taken by one of them.
   const intake = (hb: eventsV1.HostHeartbeat) => (direct ? direct.offer(hb) : batcher.offer(hb));
+  const refusalNotices = new CredentialRefusalNotifier({ bus, refusedBy: 'host-registry', isKnownHost: knownHostIn(prisma), logger });
   const heartbeatAuth = new HeartbeatAuthenticator({ authenticate: (token, now) => authenticateHost(prisma, credentials, token, now), logger });
   if (!config.heartbeatRequireHostToken) logger.warn('HEARTBEAT_REQUIRE_HOST_TOKEN=false: heartbeats are accepted without a host token (benchmarks only)');
   const heartbeats = bus.subscribe(
@@ -106,9 +118,11 @@ export async function startHostRegistry(config: HostRegistryConfig, logger: Logg
       // A check that could not run (database down) drops the beat; the next one retries.
       const accepted = await heartbeatAuth.accept(hb).catch((err: unknown) => {
         logger.warn('heartbeat dropped: its host token could not be checked', { hostId: hb.hostId, err });
-        return false;
+        return undefined;
       });
       if (accepted) intake(hb);
+      // Refused for its token: the agent refreshes at once instead of going silent until its next scheduled refresh.
+      else if (accepted === false) void refusalNotices.refused(hb.hostId, 'heartbeat');
     },
     { queue: 'host-registry' },
   );
@@ -131,6 +145,7 @@ export async function startHostRegistry(config: HostRegistryConfig, logger: Logg
     host: config.grpcHost,
     port: config.grpcPort,
     logger,
+    ...(serverTls ? { credentials: serverTls.credentials() } : {}),
     services: [
       {
         definition: hostRegistryV1.HostRegistryServiceService,
@@ -146,13 +161,14 @@ export async function startHostRegistry(config: HostRegistryConfig, logger: Logg
       },
     ],
   });
-  logger.info('host-registry listening', { address: server.address, replicaId });
+  logger.info('host-registry listening', { address: server.address, replicaId, tls: serverTls !== undefined });
   let stopped: Promise<void> | undefined;
   return {
     address: server.address,
     stop() {
       stopped ??= (async () => {
         await server.stop();
+        serverTls?.stop();
         keys.stop();
         heartbeats.unsubscribe();
         await monitor.stop();

@@ -9,6 +9,8 @@ describe('node agent config', () => {
       grpcPort: 50060,
       advertiseAddress: undefined,
       hostRegistryAddress: '127.0.0.1:50052',
+      controlPlaneCaSha256: '',
+      allowInsecureControlPlane: false,
       registrationToken: undefined,
       stateDir: '.data/agent',
       name: hostname(),
@@ -19,14 +21,20 @@ describe('node agent config', () => {
       qemuAccelerator: 'auto',
       qemuDefaultMemoryMb: 256,
       qemuDefaultVcpus: 1,
+      volumesDir: undefined,
+      volumeBackend: 'auto',
       heartbeatIntervalMs: 1000,
       portRange: { start: 10000, end: 60000 },
       credentialFailurePolicy: 'keep-running',
       fileMaxBytes: 256 * 1024 * 1024,
       imageMaxBytes: 8 * 1024 * 1024 * 1024,
+      imageAllowedRegistries: [],
+      imageInsecureRegistries: [],
+      imagePullTimeoutMs: 1_800_000,
       execBufferedStdinMaxBytes: 1024 * 1024,
       execBufferedTimeoutMs: 600_000,
       natsUrl: 'nats://127.0.0.1:4222',
+      natsSubjectNamespace: '',
       logLevel: 'info',
     });
   });
@@ -49,6 +57,14 @@ describe('node agent config', () => {
   it('reads the credential failure policy', () => {
     expect(loadNodeAgentConfig({ NATS_URL: 'nats://n:4222', AGENT_CREDENTIAL_FAILURE_POLICY: 'pause-all' }).credentialFailurePolicy).toBe('pause-all');
     expect(() => loadNodeAgentConfig({ NATS_URL: 'nats://n:4222', AGENT_CREDENTIAL_FAILURE_POLICY: 'stop' })).toThrow(/AGENT_CREDENTIAL_FAILURE_POLICY/);
+  });
+
+  it('reads the registries image pulls may use and those reached without TLS verification', () => {
+    const config = loadNodeAgentConfig({ NATS_URL: 'nats://n:4222', AGENT_IMAGE_ALLOWED_REGISTRIES: 'docker.io, 127.0.0.1:5000', AGENT_IMAGE_INSECURE_REGISTRIES: 'Registry.Local:5000' });
+    expect(config.imageAllowedRegistries).toEqual(['docker.io', '127.0.0.1:5000']);
+    expect(config.imageInsecureRegistries).toEqual(['registry.local:5000']);
+    expect(() => loadNodeAgentConfig({ NATS_URL: 'nats://n:4222', AGENT_IMAGE_INSECURE_REGISTRIES: 'http://127.0.0.1:5000' })).toThrow(/AGENT_IMAGE_INSECURE_REGISTRIES must list registries as host\[:port\]/);
+    expect(() => loadNodeAgentConfig({ NATS_URL: 'nats://n:4222', AGENT_IMAGE_PULL_TIMEOUT_MS: '5' })).toThrow(/AGENT_IMAGE_PULL_TIMEOUT_MS/);
   });
 
   it('accepts an advertised address', () => {

@@ -37,6 +37,8 @@ describeWithNats('node agent process on NATS', (natsUrl) => {
         AGENT_GRPC_PORT: String(port),
         AGENT_STATE_DIR: join(stateDir, 'agent'),
         AGENT_ENABLE_PROCESS_DRIVER: 'true',
+        // No host registry here (the identity is on disk) and so no CA to verify one with.
+        AGENT_ALLOW_INSECURE_CONTROL_PLANE: 'true',
         AGENT_HEARTBEAT_INTERVAL_MS: '200',
         LOG_LEVEL: 'debug',
       },

@@ -1,10 +1,10 @@
+import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { UnavailableError, instanceStateToProto } from '@corral/domain';
-import { connectEventBus, type EventBus } from '@corral/events';
+import { connectEventBus, natsTlsOf, type EventBus } from '@corral/events';
 import {
   controlPlaneOnly,
-  createClient,
   mutualTlsServerCredentials,
   RotatingCertificateProvider,
   serviceNameOf,
@@ -12,9 +12,12 @@ import {
   type RunningGrpcServer,
 } from '@corral/grpc';
 import { createLogger, type Logger } from '@corral/logging';
-import { agentV1, hostRegistryV1 } from '@corral/proto';
+import { agentV1 } from '@corral/proto';
 import type { NodeAgentConfig } from './config';
+import { resolveControlPlaneTrust, registryChannelCredentials } from './credentials/control-plane-trust';
+import { refreshOnCredentialNotices } from './credentials/credential-notices';
 import { CredentialRefresher, type RefreshHostCredentials } from './credentials/credential-refresher';
+import { refreshClient, registryClient } from './credentials/registry-client';
 import { hasPause, type Driver } from './drivers/driver';
 import { DriverRegistry } from './drivers/driver-registry';
 import { PodmanDriver } from './drivers/podman';
@@ -27,12 +30,16 @@ import { PortAllocator } from './ports';
 import { assertCanIdentify, ensureIdentity, loadIdentity, type HostIdentity, type RegisterHost } from './identity/identity';
 import { ensureTlsKey, TLS_KEY_FILE, tlsMaterialOf } from './identity/tls-key';
 import { ensurePrivateDir } from './state/atomic-file';
+import { selectVolumeManager, type VolumeManagerSelection } from './volumes';
 import { WorkloadSupervisor } from './workloads/workload-supervisor';
 
 export interface NodeAgentDeps {
   logger?: Logger;
-  /** Used instead of connecting to NATS_URL; the caller keeps ownership (it is not closed). */
-  bus?: Pick<EventBus, 'publish'>;
+  /**
+   * Used instead of connecting to NATS_URL; the caller keeps ownership (it
+   * is not closed). One that can subscribe also carries this host's notices.
+   */
+  bus?: Pick<EventBus, 'publish'> & Partial<Pick<EventBus, 'subscribe'>>;
   /** Replaces the gRPC call to HOST_REGISTRY_ADDR. */
   registerHost?: RegisterHost;
   /** Replaces the gRPC RefreshHostCredentials call to HOST_REGISTRY_ADDR. */
@@ -74,8 +81,16 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
   if (!deps.hostId) await assertCanIdentify(stateDir, config.registrationToken);
 
   const cleanups: Array<() => Promise<void>> = [];
+  // VM root disks are cloned by the volume manager (qemu is the only driver
+  // that takes disks); chosen first so the qemu fingerprint can say which.
+  const volumesDir = config.volumesDir ? resolve(config.volumesDir) : stateDir;
+  let volumes: VolumeManagerSelection | undefined;
+  if (config.enableQemuDriver && !deps.drivers) {
+    await ensurePrivateDir(volumesDir);
+    volumes = selectVolumeManager({ stateDir: volumesDir, logger, ...(config.volumeBackend !== 'auto' ? { force: config.volumeBackend } : {}) });
+  }
   const drivers = new DriverRegistry(logger);
-  for (const driver of deps.drivers ?? builtInDrivers(config, stateDir, logger)) {
+  for (const driver of deps.drivers ?? builtInDrivers(config, stateDir, logger, volumes)) {
     drivers.register(driver);
     // Drivers with background work (podman's exit poller) release it on stop.
     const closable = driver as Driver & { close?: () => Promise<void> };
@@ -92,11 +107,17 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
   };
 
   try {
-    let bus: Pick<EventBus, 'publish'>;
+    let bus: Pick<EventBus, 'publish'> & Partial<Pick<EventBus, 'subscribe'>>;
     if (deps.bus) {
       bus = deps.bus;
     } else {
-      const owned = await connectEventBus({ url: config.natsUrl, name: 'corral-node-agent', logger });
+      const owned = await connectEventBus({
+        url: config.natsUrl,
+        name: 'corral-node-agent',
+        logger,
+        tls: natsTlsOf(config),
+        namespace: config.natsSubjectNamespace,
+      });
       cleanups.push(() => owned.drain().catch(() => owned.close()));
       bus = owned;
     }
@@ -135,6 +156,11 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
               bufferedTimeoutMs: config.execBufferedTimeoutMs,
             },
             images: { imageMaxBytes: config.imageMaxBytes, spoolDir: join(stateDir, 'image-imports') },
+            imagePulls: {
+              policy: { allowed: config.imageAllowedRegistries, insecure: config.imageInsecureRegistries },
+              authDir: join(stateDir, 'image-pulls'),
+              timeoutMs: config.imagePullTimeoutMs,
+            },
           }),
         },
       ],
@@ -149,6 +175,20 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
     const advertisedAddress = config.advertiseAddress ?? advertisedAddressOf(config.grpcHost, server.port);
     let hostId = deps.hostId;
     let identity: HostIdentity | undefined;
+    // The registration and refresh tokens go only to a host-registry the
+    // agent has verified (control-plane-trust.ts), unless plaintext is allowed.
+    const trust =
+      !hostId && !(deps.registerHost && deps.refreshHostCredentials)
+        ? await resolveControlPlaneTrust({
+            caFile: config.controlPlaneCaFile,
+            caSha256: config.controlPlaneCaSha256,
+            allowInsecure: config.allowInsecureControlPlane,
+            registryAddress: config.hostRegistryAddress,
+            stateDir,
+            logger,
+          })
+        : undefined;
+    const registryCredentials = trust ? registryChannelCredentials(trust) : undefined;
     if (!hostId) {
       const ensured = await ensureIdentity({
         stateDir,
@@ -156,8 +196,9 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
         name: config.name,
         agentAddress: advertisedAddress,
         describeHost: async () => ({ capacity: await measureCapacity(stateDir), drivers: await drivers.fingerprints(0) }),
-        register: deps.registerHost ?? registryClient(config.hostRegistryAddress),
+        register: deps.registerHost ?? registryClient(config.hostRegistryAddress, registryCredentials),
         csr: tlsKey?.csrPem,
+        ...(trust?.kind === 'tls' && trust.source === 'pin' ? { controlPlaneCa: trust.caCertificatePem } : {}),
         logger,
       });
       identity = ensured.identity;
@@ -184,18 +225,34 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
       }
     }
 
+    let credentials: CredentialRefresher | undefined;
+    // Hosts run in tests without an identity (deps.hostId) send none.
+    const currentHostToken = () => credentials?.identity.hostToken ?? identity?.hostToken ?? '';
+    if (volumes) {
+      // Finishes or rolls back clones a crash cut short, before any workload is touched.
+      const report = await volumes.manager.reconcile();
+      if (Object.values(report).some((ids) => ids.length > 0)) logger.info('volumes reconciled', { ...report });
+    }
     const ports = new PortAllocator({ stateDir, logger, range: config.portRange });
-    const ready = new WorkloadSupervisor({ hostId, stateDir, drivers, bus, logger, ports });
+    const ready = new WorkloadSupervisor({
+      hostId,
+      stateDir,
+      drivers,
+      bus,
+      logger,
+      ports,
+      hostToken: currentHostToken,
+      ...(volumes ? { volumes: volumes.manager } : {}),
+    });
     await ready.recover();
     supervisor = ready;
     cleanups.push(() => ready.close());
 
-    let credentials: CredentialRefresher | undefined;
     if (identity) {
       const refresher = new CredentialRefresher({
         stateDir,
         identity,
-        refresh: deps.refreshHostCredentials ?? refreshClient(config.hostRegistryAddress),
+        refresh: deps.refreshHostCredentials ?? refreshClient(config.hostRegistryAddress, registryCredentials),
         logger,
         policy: config.credentialFailurePolicy,
         workloads: ready,
@@ -216,6 +273,12 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
       refresher.start();
       cleanups.push(() => refresher.stop());
       credentials = refresher;
+      // Refused heartbeats or state events: refresh now, not at the next scheduled time.
+      const subscribe = bus.subscribe?.bind(bus);
+      if (subscribe) {
+        const notices = refreshOnCredentialNotices({ bus: { subscribe }, hostId, refresher, logger });
+        cleanups.push(async () => notices.unsubscribe());
+      }
     }
 
     const heartbeats: Heartbeater = startHeartbeats({
@@ -223,12 +286,11 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
       hostId,
       intervalMs: config.heartbeatIntervalMs,
       logger,
-      // Hosts run in tests without an identity (deps.hostId) send none.
-      hostToken: () => credentials?.identity.hostToken ?? identity?.hostToken ?? '',
+      hostToken: currentHostToken,
       collect: async () => ({
         capacity: await measureCapacity(stateDir),
-        usage: await measureUsage(stateDir),
-        drivers: await drivers.fingerprints(),
+        usage: await diskUsageWithVolumes(stateDir, volumesDir),
+        drivers: await drivers.currentFingerprints(),
         workloads: ready.list().map((w) => ({ workloadId: w.workloadId, state: instanceStateToProto(w.state) })),
         agentAddress: advertisedAddress,
       }),
@@ -255,7 +317,20 @@ export async function startNodeAgent(config: NodeAgentConfig, deps: NodeAgentDep
   }
 }
 
-function builtInDrivers(config: NodeAgentConfig, stateDir: string, logger: Logger): Driver[] {
+/**
+ * The host's usage; disk is the blocks in use on the state dir's file
+ * system, plus those of the volumes dir's when that is another one (root
+ * disk clones count by their allocated blocks, not their virtual size).
+ */
+async function diskUsageWithVolumes(stateDir: string, volumesDir: string) {
+  const usage = await measureUsage(stateDir);
+  if (volumesDir === stateDir) return usage;
+  const [state, vols] = await Promise.all([stat(stateDir), stat(volumesDir)]);
+  if (state.dev === vols.dev) return usage;
+  return { ...usage, diskMb: usage.diskMb + (await measureUsage(volumesDir)).diskMb };
+}
+
+function builtInDrivers(config: NodeAgentConfig, stateDir: string, logger: Logger, volumes?: VolumeManagerSelection): Driver[] {
   const drivers: Driver[] = [];
   if (config.enableProcessDriver) drivers.push(new ProcessDriver({ rootDir: join(stateDir, 'process'), logger }));
   if (config.enablePodmanDriver) drivers.push(new PodmanDriver({ logger, program: config.podmanProgram }));
@@ -267,32 +342,11 @@ function builtInDrivers(config: NodeAgentConfig, stateDir: string, logger: Logge
         defaultMemoryMb: config.qemuDefaultMemoryMb,
         defaultVcpus: config.qemuDefaultVcpus,
         logger,
+        ...(volumes ? { rootDisks: volumes.capability } : {}),
       }),
     );
   }
   return drivers;
-}
-
-function registryClient(address: string): RegisterHost {
-  return async (request) => {
-    const client = createClient(hostRegistryV1.HostRegistryServiceClient, address, { deadlineMs: 10_000 });
-    try {
-      return await client.registerHost(request);
-    } finally {
-      client.close();
-    }
-  };
-}
-
-function refreshClient(address: string): RefreshHostCredentials {
-  return async (request) => {
-    const client = createClient(hostRegistryV1.HostRegistryServiceClient, address, { deadlineMs: 10_000 });
-    try {
-      return await client.refreshHostCredentials(request);
-    } finally {
-      client.close();
-    }
-  };
 }
 
 function warnPlaintext(logger: Logger, hostId: string): void {

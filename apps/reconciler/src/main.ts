@@ -1,5 +1,13 @@
-import { runHealthOnlyService } from '@corral/grpc';
+import { describeConfig } from '@corral/config';
+import { runUntilSignal } from '@corral/grpc';
+import { createLogger } from '@corral/logging';
+import { loadReconcilerConfig, reconcilerConfigSchema } from './config';
+import { startReconciler } from './reconciler';
 
-// reconciler will own desired-vs-actual reconciliation: orphans, stuck provisioning, drift, purge.
-// Until that work lands it only joins the system and answers health checks.
-runHealthOnlyService({ service: 'reconciler', envPrefix: 'RECONCILER', defaultPort: 50055 });
+const bootLogger = createLogger({ service: 'reconciler' });
+void runUntilSignal('reconciler', bootLogger, async () => {
+  const config = loadReconcilerConfig();
+  const logger = createLogger({ service: 'reconciler', level: config.logLevel });
+  logger.info('starting', { config: describeConfig(reconcilerConfigSchema, config) });
+  return startReconciler(config, logger);
+});

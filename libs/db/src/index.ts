@@ -5,6 +5,11 @@
 
 export { PrismaClient, Prisma } from './generated/prisma/client';
 export type { ApiKey, Host, RegistrationToken, Team, Workload, WorkloadEvent } from './generated/prisma/client';
+export type { AuditEvent, ReconcilerLeader } from './generated/prisma/client';
+export type { Deployment, IdempotencyKey, Service, ServiceComponent, ServiceVersion } from './generated/prisma/client';
+
+export { appendAuditEvent } from './audit/audit-trail';
+export type { AuditEntry, AuditKind, AuditOutcome, StoredAuditEvent } from './audit/audit-trail';
 
 export { createPrismaClient, disconnect, isUniqueViolation } from './client';
 export type { PrismaClientOptions } from './client';

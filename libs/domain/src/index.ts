@@ -7,3 +7,4 @@ export * from './services/service-definition';
 export * from './services/service-plan';
 export * from './services/service-placement';
 export * from './reconcile/decide';
+export * from './fleet/fleet-health-view';

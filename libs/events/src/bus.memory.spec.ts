@@ -9,7 +9,7 @@ describe('InMemoryEventBus', () => {
     busContract(async () => {
       const hub = new InMemoryEventHub();
       return {
-        connect: async (logger) => hub.connect({ logger }),
+        connect: async (logger, namespace) => hub.connect({ logger, namespace }),
         publishRaw: async (subject, data) => hub.injectRaw(subject, data),
         stop: async () => undefined,
       };

@@ -18,7 +18,9 @@ import {
   type SubscribeOptions,
   type Topic,
 } from './event-bus';
+import { subjectNamespace, type SubjectNamespace } from './namespace';
 import { assertQueueGroup } from './subjects';
+import { loadNatsTls, type NatsTlsOptions } from './tls/nats-tls';
 
 export interface ReconnectBackoff {
   /** First retry delay. Default 250 ms. */
@@ -48,6 +50,17 @@ export interface EventBusOptions {
   readonly pingIntervalMs?: number;
   /** Timeout of each connection attempt. Default 5 s. */
   readonly connectTimeoutMs?: number;
+  /**
+   * TLS to the server (see tls/nats-tls.ts): the server must then offer
+   * TLS, its certificate must chain to `caFile` and name the URL's host.
+   */
+  readonly tls?: NatsTlsOptions;
+  /**
+   * Prefix of every subject on the wire (see namespace.ts), so deployments
+   * sharing one NATS server do not hear each other. One subject token;
+   * empty or absent: the bare `corral.…` subjects.
+   */
+  readonly namespace?: string;
 }
 
 /**
@@ -71,6 +84,8 @@ export function backoffDelay(elapsedMs: number, backoff: ReconnectBackoff = {}, 
 /** Connects to NATS and returns an EventBus on that connection. */
 export async function connectEventBus(options: EventBusOptions): Promise<EventBus> {
   const logger = options.logger ?? consoleBusLogger;
+  // Checked before connecting: a bad namespace is a configuration error.
+  const namespace = subjectNamespace(options.namespace);
   // Start of the current disconnected stretch; the status loop clears it on
   // reconnect and the delay handler sets it when first called after a loss.
   let disconnectedSince: number | undefined = Date.now();
@@ -88,12 +103,18 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
     pingInterval: options.pingIntervalMs ?? 10_000,
     maxPingOut: 3,
     timeout: options.connectTimeoutMs ?? 5_000,
+    ...(options.tls ? { tls: loadNatsTls(options.tls) } : {}),
   });
   disconnectedSince = undefined;
-  const bus = new NatsEventBus(nc, logger, () => {
+  const bus = new NatsEventBus(nc, logger, namespace, () => {
     disconnectedSince = undefined;
   });
-  logger.info('connected to NATS', { name: options.name, server: nc.getServer() });
+  logger.info('connected to NATS', {
+    name: options.name,
+    server: nc.getServer(),
+    tls: options.tls !== undefined,
+    namespace: namespace.name,
+  });
   return bus;
 }
 
@@ -105,6 +126,7 @@ class NatsEventBus implements EventBus {
   constructor(
     private readonly nc: NatsConnection,
     private readonly logger: BusLogger,
+    private readonly namespace: SubjectNamespace,
     private readonly onReconnected: () => void,
   ) {
     void this.watchStatus();
@@ -121,19 +143,22 @@ class NatsEventBus implements EventBus {
   publish<T>(topic: Topic<T>, key: string, message: T): void {
     if (this.nc.isClosed() || this.nc.isDraining()) throw new EventBusError('CLOSED', `${topic.name}: event bus is closed`);
     const { subject, data } = encodeForPublish(topic, key, message);
-    this.nc.publish(subject, data);
+    this.nc.publish(this.namespace.toWire(subject), data);
   }
 
   subscribe<T>(topic: Topic<T>, handler: EventHandler<T>, options: SubscribeOptions = {}): EventSubscription {
     if (this.nc.isClosed() || this.nc.isDraining()) throw new EventBusError('CLOSED', `${topic.name}: event bus is closed`);
     const subject = options.key === undefined ? topic.subjects.pattern : topic.subjects.subject(options.key);
     const queue = options.queue === undefined ? undefined : assertQueueGroup(options.queue);
-    const sub = this.nc.subscribe(subject, queue === undefined ? {} : { queue });
+    const sub = this.nc.subscribe(this.namespace.toWire(subject), queue === undefined ? {} : { queue });
     const dispatch = createDispatcher(topic, handler, this.logger);
     // One loop per subscription: messages are handled one at a time in the
-    // order the server delivered them.
+    // order the server delivered them. Handlers see the logical subject.
     const loop = (async () => {
-      for await (const m of sub) await dispatch(m.subject, m.data);
+      for await (const m of sub) {
+        const logical = this.namespace.fromWire(m.subject);
+        if (logical !== undefined) await dispatch(logical, m.data);
+      }
     })().catch((err) => {
       this.logger.error('subscription ended with an error', { topic: topic.name, subject, error: errorText(err) });
     });

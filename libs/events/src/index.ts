@@ -7,6 +7,7 @@ export {
   Subjects,
   assertQueueGroup,
   assertSubjectToken,
+  auditSubject,
   driftSubject,
   fleetAlarmSubject,
   hostEventsSubject,
@@ -32,6 +33,23 @@ export {
 } from './event-bus';
 export { Topics, defineTopic, protoCodec, type ProtoMessageFns } from './topics';
 export { backoffDelay, connectEventBus, type EventBusOptions, type ReconnectBackoff } from './bus';
+export {
+  NATS_SUBJECT_NAMESPACE_VARIABLE,
+  natsNamespaceConfigSchema,
+  subjectNamespace,
+  type NatsNamespaceConfig,
+  type SubjectNamespace,
+} from './namespace';
+export {
+  NATS_TLS_VARIABLES,
+  loadNatsTls,
+  natsTlsConfigProblems,
+  natsTlsConfigSchema,
+  natsTlsOf,
+  type NatsTlsConfig,
+  type NatsTlsOptions,
+} from './tls/nats-tls';
+export { natsServerConfigText, writeNatsServerConfig, type NatsServerConfig } from './tls/nats-server-config';
 export { InMemoryEventBus, InMemoryEventHub, createInMemoryEventBus, type InMemoryEventBusOptions } from './memory-bus';
 export {
   HeartbeatGate,
@@ -42,3 +60,5 @@ export {
   type HeartbeatPosition,
 } from './ordering';
 export { startEmbeddedBroker, type BrokerStats, type EmbeddedBroker, type EmbeddedBrokerOptions } from './embedded';
+export { auditEventMessage, publishAuditEvent, type AuditEventFields } from './audit';
+export { CredentialRefusalNotifier, type CredentialRefusalNotifierOptions, type RefusedMessageKind } from './credential-notices';

@@ -20,6 +20,7 @@ import {
   type SubscribeOptions,
   type Topic,
 } from './event-bus';
+import { subjectNamespace, type SubjectNamespace } from './namespace';
 import { assertQueueGroup } from './subjects';
 import { Sublist, isValidPublishSubject } from './sublist';
 
@@ -78,7 +79,7 @@ export class InMemoryEventHub {
   private idleWaiters: Array<() => void> = [];
 
   /** A new bus on this hub, like a new connection to a broker. */
-  connect(options: { readonly logger?: BusLogger } = {}): InMemoryEventBus {
+  connect(options: { readonly logger?: BusLogger; readonly namespace?: string } = {}): InMemoryEventBus {
     return new InMemoryEventBus({ ...options, hub: this });
   }
 
@@ -150,6 +151,8 @@ export interface InMemoryEventBusOptions {
   readonly logger?: BusLogger;
   /** Hub to share with other buses; a private one when omitted. */
   readonly hub?: InMemoryEventHub;
+  /** As EventBusOptions.namespace: prefixes every subject on the hub. */
+  readonly namespace?: string;
 }
 
 export class InMemoryEventBus implements EventBus {
@@ -159,8 +162,10 @@ export class InMemoryEventBus implements EventBus {
   private readonly listeners = new Set<StatusListener>();
   private current: BusStatus = 'connected';
   private draining = false;
+  private readonly namespace: SubjectNamespace;
 
   constructor(options: InMemoryEventBusOptions = {}) {
+    this.namespace = subjectNamespace(options.namespace);
     this.logger = options.logger ?? consoleBusLogger;
     this.hub = options.hub ?? new InMemoryEventHub();
   }
@@ -172,13 +177,13 @@ export class InMemoryEventBus implements EventBus {
   publish<T>(topic: Topic<T>, key: string, message: T): void {
     this.assertOpen(topic.name);
     const { subject, data } = encodeForPublish(topic, key, message);
-    this.hub.route(subject, data);
+    this.hub.route(this.namespace.toWire(subject), data);
   }
 
-  /** See InMemoryEventHub.injectRaw. */
+  /** See InMemoryEventHub.injectRaw; `subject` is logical, in this bus's namespace. */
   injectRaw(subject: string, data: Uint8Array): void {
     this.assertOpen('injectRaw');
-    this.hub.injectRaw(subject, data);
+    this.hub.injectRaw(this.namespace.toWire(subject), data);
   }
 
   /**
@@ -194,8 +199,15 @@ export class InMemoryEventBus implements EventBus {
     this.assertOpen(topic.name);
     const pattern = options.key === undefined ? topic.subjects.pattern : topic.subjects.subject(options.key);
     const queue = options.queue === undefined ? undefined : assertQueueGroup(options.queue);
-    const sub = new MemorySubscription(pattern, queue, createDispatcher(topic, handler, this.logger), (n) =>
-      this.hub.settle(n),
+    const dispatch = createDispatcher(topic, handler, this.logger);
+    const sub = new MemorySubscription(
+      this.namespace.toWire(pattern),
+      queue,
+      async (wire, data) => {
+        const logical = this.namespace.fromWire(wire);
+        if (logical !== undefined) await dispatch(logical, data);
+      },
+      (n) => this.hub.settle(n),
     );
     this.hub.add(sub);
     this.mine.add(sub);

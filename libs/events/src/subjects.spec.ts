@@ -4,6 +4,7 @@ import {
   Subjects,
   assertQueueGroup,
   assertSubjectToken,
+  auditSubject,
   driftSubject,
   fleetAlarmSubject,
   hostEventsSubject,
@@ -19,15 +20,18 @@ describe('subjects', () => {
     expect(workloadStateSubject('w-9')).toBe('corral.workloads.w-9.state');
     expect(driftSubject('w-9')).toBe('corral.drift.w-9');
     expect(fleetAlarmSubject('r-1')).toBe('corral.fleet.r-1.alarm');
+    expect(auditSubject('drift')).toBe('corral.audit.drift');
   });
 
   it('has wildcard patterns matching every key of a family and no other family', () => {
     expect(SubjectPatterns).toEqual({
       hostHeartbeat: 'corral.hosts.*.heartbeat',
       hostEvents: 'corral.hosts.*.events',
+      hostNotices: 'corral.hosts.*.notices',
       workloadState: 'corral.workloads.*.state',
       drift: 'corral.drift.*',
       fleetAlarm: 'corral.fleet.*.alarm',
+      audit: 'corral.audit.*',
       all: 'corral.>',
     });
     const families = Object.values(Subjects);

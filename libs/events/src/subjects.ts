@@ -101,12 +101,16 @@ export const Subjects = {
   hostHeartbeat: family([SUBJECT_ROOT, 'hosts'], 'hostId', ['heartbeat']),
   /** `corral.hosts.<hostId>.events` — host lifecycle events from host-registry. */
   hostEvents: family([SUBJECT_ROOT, 'hosts'], 'hostId', ['events']),
+  /** `corral.hosts.<hostId>.notices` — notices to one host's agent (CredentialRefused). */
+  hostNotices: family([SUBJECT_ROOT, 'hosts'], 'hostId', ['notices']),
   /** `corral.workloads.<workloadId>.state` — WorkloadStateChanged from a node agent. */
   workloadState: family([SUBJECT_ROOT, 'workloads'], 'workloadId', ['state']),
   /** `corral.drift.<workloadId>` — drift findings from the reconciler. */
   drift: family([SUBJECT_ROOT, 'drift'], 'workloadId'),
   /** `corral.fleet.<replicaId>.alarm` — FleetAlarm from host-registry's monitor. */
   fleetAlarm: family([SUBJECT_ROOT, 'fleet'], 'replicaId', ['alarm']),
+  /** `corral.audit.<kind>` — AuditEventRecorded: the audit trail (drift, action, lifecycle...). */
+  audit: family([SUBJECT_ROOT, 'audit'], 'kind'),
 } as const;
 
 export const hostHeartbeatSubject = (hostId: string): string => Subjects.hostHeartbeat.subject(hostId);
@@ -114,13 +118,16 @@ export const hostEventsSubject = (hostId: string): string => Subjects.hostEvents
 export const workloadStateSubject = (workloadId: string): string => Subjects.workloadState.subject(workloadId);
 export const driftSubject = (workloadId: string): string => Subjects.drift.subject(workloadId);
 export const fleetAlarmSubject = (replicaId: string): string => Subjects.fleetAlarm.subject(replicaId);
+export const auditSubject = (kind: string): string => Subjects.audit.subject(kind);
 
 /** Wildcard patterns to subscribe to every key of a family. */
 export const SubjectPatterns = {
   hostHeartbeat: Subjects.hostHeartbeat.pattern, // corral.hosts.*.heartbeat
   hostEvents: Subjects.hostEvents.pattern, // corral.hosts.*.events
+  hostNotices: Subjects.hostNotices.pattern, // corral.hosts.*.notices
   workloadState: Subjects.workloadState.pattern, // corral.workloads.*.state
   drift: Subjects.drift.pattern, // corral.drift.*
   fleetAlarm: Subjects.fleetAlarm.pattern, // corral.fleet.*.alarm
+  audit: Subjects.audit.pattern, // corral.audit.*
   all: `${SUBJECT_ROOT}.>`,
 } as const;

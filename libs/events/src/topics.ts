@@ -28,8 +28,7 @@ export function defineTopic<T>(
 }
 
 // Topics exist only for subjects whose payload has a protobuf message in
-// proto/corral/events/v1. `corral.drift.<workloadId>` has a subject (see
-// Subjects) but no message yet; add a topic here with defineTopic once the
+// proto/corral/events/v1; add a topic here with defineTopic once the
 // message is defined.
 export const Topics = {
   /** `corral.hosts.<hostId>.heartbeat`, key = hostId. */
@@ -53,11 +52,32 @@ export const Topics = {
     protoCodec(eventsV1.HostStatusChanged),
     (m) => m.hostId,
   ),
+  /** `corral.hosts.<hostId>.notices`, key = hostId: a message of that host was refused for its token; its agent refreshes. */
+  credentialRefused: defineTopic<eventsV1.CredentialRefused>(
+    'credentialRefused',
+    Subjects.hostNotices,
+    protoCodec(eventsV1.CredentialRefused),
+    (m) => m.hostId,
+  ),
   /** `corral.fleet.<replicaId>.alarm`, key = replicaId: the monitor's brake engaging or releasing. */
   fleetAlarm: defineTopic<eventsV1.FleetAlarm>(
     'fleetAlarm',
     Subjects.fleetAlarm,
     protoCodec(eventsV1.FleetAlarm),
     (m) => m.replicaId,
+  ),
+  /** `corral.audit.<kind>`, key = kind: every audit trail entry once it is stored. */
+  audit: defineTopic<eventsV1.AuditEventRecorded>(
+    'audit',
+    Subjects.audit,
+    protoCodec(eventsV1.AuditEventRecorded),
+    (m) => m.kind,
+  ),
+  /** `corral.drift.<workloadId>`, key = workloadId: the reconciler's drift findings about a workload. */
+  drift: defineTopic<eventsV1.AuditEventRecorded>(
+    'drift',
+    Subjects.drift,
+    protoCodec(eventsV1.AuditEventRecorded),
+    (m) => m.subjectId,
   ),
 } as const;

@@ -63,6 +63,15 @@ describe('startSystem on embedded defaults', () => {
     await expect(checkHealth(agent, '', { deadlineMs: 5000, credentials: mutualTlsProbeCredentials(controlPlaneTls) })).resolves.toBe('SERVING');
   });
 
+  it('serves host-registry over TLS only, with a certificate the local CA vouches for', async () => {
+    const registry = system.services.find((s) => s.name === 'host-registry')?.address ?? '';
+    await expect(checkHealth(registry, '', { deadlineMs: 2000 })).rejects.toMatchObject({ code: 14 /* UNAVAILABLE */ });
+    await expect(checkHealth(registry, '', { deadlineMs: 5000, credentials: system.hostRegistryCredentials })).resolves.toBe('SERVING');
+    expect(system.controlPlaneCaPin).toMatch(/^[0-9a-f]{64}$/);
+    // The embedded broker has no TLS.
+    expect(system.natsTls).toBe(false);
+  });
+
   it('stops every service process', async () => {
     const pids = system.services.map((s) => s.pid);
     await system.stop();

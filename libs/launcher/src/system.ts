@@ -2,11 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '@corral/db';
-import { startEmbeddedBroker, type EmbeddedBroker } from '@corral/events';
+import { startEmbeddedBroker, writeNatsServerConfig, type EmbeddedBroker } from '@corral/events';
 import { resolveProgram, spawnSupervised, type SupervisedProcess } from '@corral/exec';
-import { checkHealth, createClient, mutualTlsProbeCredentials, type TlsMaterial } from '@corral/grpc';
+import { checkHealth, createClient, mutualTlsProbeCredentials, type ChannelCredentials, type TlsMaterial } from '@corral/grpc';
 import { hostRegistryV1 } from '@corral/proto';
-import { ensureLocalPki, type LocalPki } from './pki';
+import { natsSubjectNamespaceFor } from './nats-namespace';
+import { ensureLocalPki, scheduleControlPlaneRenewal, type LocalPki } from './pki';
 import { allocatePorts, freePort, type Ports, type PortsMode } from './ports';
 import { tailFile } from './tail';
 
@@ -33,14 +34,29 @@ export interface SystemOptions {
    * `embedded`: always the embedded broker (CORRAL_EMBEDDED_BUS=true).
    */
   bus?: 'auto' | 'embedded';
+  /**
+   * Prefix of every NATS subject of this system (NATS_SUBJECT_NAMESPACE of
+   * every service and agent). Default: one generated on the first start and
+   * kept in <dataDir>/nats-subject-namespace, so systems sharing a NATS
+   * server (e2e suites on the CI NATS) cannot hear each other's events while
+   * a restart keeps it. `''`: the bare `corral.…` subjects.
+   */
+  natsSubjectNamespace?: string;
   /** Progress lines for a person watching. */
   progress?: (line: string) => void;
   /**
-   * Mutual TLS between the scheduler and agents (default true): a CA under
-   * <dataDir>/pki, its files given to host-registry, a control-plane
-   * certificate to the scheduler. `false` runs them in plaintext.
+   * TLS everywhere (default true): a CA under <dataDir>/pki, its files given
+   * to host-registry (which then serves TLS and issues hosts' certificates),
+   * control-plane certificates to the scheduler and reconciler, the CA to
+   * every caller of host-registry (agents: AGENT_CONTROL_PLANE_CA_FILE) and,
+   * when the launcher starts its own nats-server, TLS on the bus. `false`
+   * runs all of it in plaintext (agents get AGENT_ALLOW_INSECURE_CONTROL_PLANE).
    */
   mutualTls?: boolean;
+  /** Extra environment for the reconciler (e.g. a short RECONCILE_INTERVAL_MS and grace in e2e tests). */
+  reconcilerEnv?: Record<string, string>;
+  /** Extra environment for every node agent (e.g. AGENT_IMAGE_INSECURE_REGISTRIES for a local registry in e2e tests). */
+  agentEnv?: Record<string, string>;
 }
 
 export interface RunningService {
@@ -78,6 +94,8 @@ export interface RunningSystem {
   adminKey?: string;
   databaseUrl: string;
   natsUrl: string;
+  /** The subject namespace its services use ('' for none): a bus of a test must connect with it to hear them. */
+  natsSubjectNamespace: string;
   busKind: 'external' | 'nats-server' | 'embedded-broker';
   databaseKind: 'external' | 'embedded-pglite';
   localHostId?: string;
@@ -85,6 +103,12 @@ export interface RunningSystem {
   pkiDir?: string;
   /** A control-plane certificate (service `launcher`) from the local CA, when mutual TLS is on: probes agents' health. */
   controlPlaneTls?: TlsMaterial;
+  /** For calling host-registry (it serves TLS from the local CA when mutual TLS is on); undefined: plaintext. */
+  hostRegistryCredentials?: ChannelCredentials;
+  /** The local CA's pin (AGENT_CONTROL_PLANE_CA_SHA256), when mutual TLS is on. */
+  controlPlaneCaPin?: string;
+  /** Whether the bus is the launcher's own nats-server serving TLS (services get NATS_TLS_CA_FILE). */
+  natsTls: boolean;
   ports: Ports;
   services: RunningService[];
   logPath(name: ServiceName): string;
@@ -161,8 +185,22 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
       databaseKind = 'embedded-pglite';
     }
 
+    // The local CA first: the nats-server started below serves TLS from it.
+    const pki = options.mutualTls === false ? undefined : await ensureLocalPki(dataDir);
+    if (pki) progress(`TLS from the local CA in ${pki.dir}: mutual TLS between the scheduler and agents, TLS to host-registry (CA pin ${pki.caPin})`);
+    if (pki) {
+      // A long-running system keeps valid control-plane certificates: the scheduler reloads its files.
+      const renewal = scheduleControlPlaneRenewal(pki, {
+        onRenewed: () => progress('control-plane certificates renewed'),
+        onError: (err) => progress(`control-plane certificates could not be renewed (retrying in an hour): ${err.message}`),
+      });
+      cleanups.push(async () => renewal.stop());
+    }
+
     // Event bus
     let natsUrl = options.natsUrl;
+    // Set when the bus is a nats-server the launcher starts with TLS from the local CA.
+    let natsTls = false;
     let busKind: RunningSystem['busKind'] = 'external';
     if (!natsUrl) {
       const natsServer = options.bus === 'embedded' ? undefined : findNatsServer();
@@ -170,9 +208,18 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
         progress(`starting ${natsServer} with JetStream in ${join(dataDir, 'nats')}`);
         mkdirSync(join(dataDir, 'nats'), { recursive: true });
         const logPath = join(logDir, 'nats-server.log');
+        // With the local CA it serves TLS: the settings go into a 0600
+        // config file (it names key files), the program gets only its path.
+        let args = ['-a', '127.0.0.1', '-p', String(ports.nats), '-js', '-sd', join(dataDir, 'nats')];
+        if (pki) {
+          const configFile = join(dataDir, 'nats', 'nats-server.conf');
+          writeNatsServerConfig(configFile, { host: '127.0.0.1', port: ports.nats, jetStreamDir: join(dataDir, 'nats'), tls: pki.natsServer });
+          args = ['-c', configFile];
+          natsTls = true;
+        }
         const proc = await spawnSupervised({
           program: natsServer,
-          args: ['-a', '127.0.0.1', '-p', String(ports.nats), '-js', '-sd', join(dataDir, 'nats')],
+          args,
           env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
           cwd: dataDir,
           logPath,
@@ -191,9 +238,9 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
       }
     }
 
-    const pki = options.mutualTls === false ? undefined : await ensureLocalPki(dataDir);
-    if (pki) progress(`mutual TLS between the scheduler and agents: CA in ${pki.dir}`);
 
+    const natsSubjectNamespace = natsSubjectNamespaceFor(dataDir, options.natsSubjectNamespace);
+    progress(natsSubjectNamespace ? `NATS subject namespace: ${natsSubjectNamespace} (agents joining from elsewhere need NATS_SUBJECT_NAMESPACE=${natsSubjectNamespace})` : 'NATS subjects without a namespace');
     const address = (port: number) => `127.0.0.1:${port}`;
     const common: Record<string, string> = {
       PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
@@ -201,6 +248,8 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
       TSX_TSCONFIG_PATH: join(repoRoot, 'tsconfig.base.json'),
       LOG_LEVEL: options.logLevel ?? 'info',
       NATS_URL: natsUrl,
+      NATS_SUBJECT_NAMESPACE: natsSubjectNamespace,
+      ...(natsTls ? pki?.natsClientEnv : {}),
       HOST_REGISTRY_ADDR: address(ports.hostRegistry),
       SCHEDULER_ADDR: address(ports.scheduler),
       HEARTBEAT_INTERVAL_MS: String(options.heartbeatIntervalMs ?? 1000),
@@ -213,15 +262,16 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
         HOST_TOKEN_SECRET: secretFile(join(dataDir, 'host-token-secret')),
         ...pki?.hostRegistryEnv,
       },
-      scheduler: { DATABASE_URL: databaseUrl, SCHEDULER_GRPC_PORT: String(ports.scheduler), ...pki?.schedulerEnv },
+      scheduler: { DATABASE_URL: databaseUrl, SCHEDULER_GRPC_PORT: String(ports.scheduler), ...pki?.schedulerEnv, ...pki?.hostRegistryClientEnv },
       'edge-router': { EDGE_ROUTER_GRPC_PORT: String(ports.edgeRouter) },
       'secrets-broker': { SECRETS_BROKER_GRPC_PORT: String(ports.secretsBroker) },
-      reconciler: { RECONCILER_GRPC_PORT: String(ports.reconciler) },
+      reconciler: { DATABASE_URL: databaseUrl, RECONCILER_GRPC_PORT: String(ports.reconciler), ...pki?.reconcilerEnv, ...pki?.hostRegistryClientEnv, ...options.reconcilerEnv },
       'api-gateway': {
         DATABASE_URL: databaseUrl,
         GATEWAY_HTTP_PORT: String(ports.gatewayHttp),
         GATEWAY_GRPC_PORT: String(ports.gatewayGrpc),
         GATEWAY_ADMIN_KEY_FILE: adminKeyFile,
+        ...pki?.hostRegistryClientEnv,
       },
       'node-agent': {
         AGENT_GRPC_PORT: String(ports.agent),
@@ -232,6 +282,9 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
         AGENT_ENABLE_PODMAN_DRIVER: 'true',
         AGENT_ENABLE_QEMU_DRIVER: 'true',
         AGENT_HEARTBEAT_INTERVAL_MS: String(options.heartbeatIntervalMs ?? 1000),
+        // Registration and refresh tokens go only to a host-registry verified by the local CA.
+        ...(pki ? pki.agentEnv : { AGENT_ALLOW_INSECURE_CONTROL_PLANE: 'true' }),
+        ...options.agentEnv,
       },
     };
     const addressOf: Record<ServiceName, string> = {
@@ -258,7 +311,9 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
       const state = track(proc, logPath);
       const service: RunningService = { name, pid: proc.pid, logPath, address: addressOf[name] };
       running.set(name, { proc, state, service });
-      const healthy = name === 'node-agent' ? () => agentServing(addressOf[name], pki) : async () => (await checkHealth(addressOf[name], '', { deadlineMs: 1000 })) === 'SERVING';
+      const credentials = name === 'host-registry' ? pki?.hostRegistryCredentials : undefined;
+      const healthy =
+        name === 'node-agent' ? () => agentServing(addressOf[name], pki) : async () => (await checkHealth(addressOf[name], '', { deadlineMs: 1000, credentials })) === 'SERVING';
       await waitFor(name, healthy, state, 90_000);
     };
     cleanups.push(async () => {
@@ -288,7 +343,7 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
       if (agentOptions.registrationToken) {
         extra.AGENT_REGISTRATION_TOKEN = agentOptions.registrationToken;
       } else if (!existsSync(join(agentDir, 'identity.json'))) {
-        const registry = createClient(hostRegistryV1.HostRegistryServiceClient, address(ports.hostRegistry), { deadlineMs: 5000 });
+        const registry = createClient(hostRegistryV1.HostRegistryServiceClient, address(ports.hostRegistry), { deadlineMs: 5000, credentials: pki?.hostRegistryCredentials });
         const token = await registry.createRegistrationToken({ ttlSeconds: 600, teamId: '', description: 'local node agent started by the launcher', scope: undefined });
         registry.close();
         extra.AGENT_REGISTRATION_TOKEN = token.token;
@@ -296,7 +351,7 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
       await launch('node-agent', extra);
       const identity = JSON.parse(readFileSync(join(agentDir, 'identity.json'), 'utf8')) as { hostId: string };
       localHostId = identity.hostId;
-      const registry = createClient(hostRegistryV1.HostRegistryServiceClient, address(ports.hostRegistry), { deadlineMs: 5000 });
+      const registry = createClient(hostRegistryV1.HostRegistryServiceClient, address(ports.hostRegistry), { deadlineMs: 5000, credentials: pki?.hostRegistryCredentials });
       await waitFor(
         'local host online',
         async () => (await registry.getHost({ id: identity.hostId })).host?.status === 'HOST_STATUS_ONLINE',
@@ -368,6 +423,7 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
       adminKey,
       databaseUrl,
       natsUrl,
+      natsSubjectNamespace,
       busKind,
       databaseKind,
       get localHostId() {
@@ -375,6 +431,9 @@ export async function startSystem(options: SystemOptions): Promise<RunningSystem
       },
       pkiDir: pki?.dir,
       controlPlaneTls: pki?.launcher,
+      hostRegistryCredentials: pki?.hostRegistryCredentials,
+      controlPlaneCaPin: pki?.caPin,
+      natsTls,
       ports,
       get services() {
         return [...running.values()].map((r) => r.service);
@@ -438,10 +497,17 @@ function track(proc: SupervisedProcess, logPath: string): TrackedState {
 async function stopProcess(proc: SupervisedProcess, graceMs: number) {
   if (!proc.kill('SIGTERM')) return;
   const exited = proc.wait();
-  const timer = new Promise((r) => setTimeout(r, graceMs, 'timeout'));
-  if ((await Promise.race([exited, timer])) === 'timeout') {
-    proc.kill('SIGKILL');
-    await exited;
+  // Cleared once the process exits: a pending grace timer would keep the
+  // caller's event loop (a test run) alive for the rest of it.
+  let timer: NodeJS.Timeout | undefined;
+  const grace = new Promise((r) => (timer = setTimeout(r, graceMs, 'timeout')));
+  try {
+    if ((await Promise.race([exited, grace])) === 'timeout') {
+      proc.kill('SIGKILL');
+      await exited;
+    }
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -12,6 +12,7 @@ import {
   PrismaClient,
   testServerUnavailableReason,
 } from '@corral/db';
+import { describeIfAvailable } from './describe-if-available';
 
 export interface TestDatabase {
   /** URL of the new database, e.g. to hand to the service under test. */
@@ -37,20 +38,9 @@ export function hasDatabase(): boolean {
   return databaseUnavailableReason() === undefined;
 }
 
-const announced = new Set<string>();
-
 /** `describe` when there is a Postgres server to test against; `describe.skip`, with the reason printed, otherwise. */
 export function describeWithDatabase(name: string, fn: () => void): void {
-  const reason = databaseUnavailableReason();
-  if (reason === undefined) {
-    describe(name, fn);
-    return;
-  }
-  if (!announced.has(name)) {
-    announced.add(name);
-    console.log(`[skip] ${name}: ${reason}`);
-  }
-  describe.skip(name, fn);
+  describeIfAvailable(name, databaseUnavailableReason(), fn);
 }
 
 /**

@@ -42,6 +42,12 @@ export function clientFacing(code: ErrorCode): ClientFacing {
   }
 }
 
+/** The field the scheduler sets on a nothing-fits FailedPrecondition (apps/scheduler/src/placement). */
+export const NO_FIT_FIELD = 'placement';
+
+/** The field the scheduler sets on a FailedPrecondition about a service deploy (apps/scheduler/src/services). */
+export const SERVICE_STATE_FIELD = 'service';
+
 export interface PublicError {
   code: ErrorCode;
   httpStatus: number;
@@ -57,6 +63,17 @@ export function toPublicError(err: unknown): PublicError {
   const facing = clientFacing(code);
   if (code === 'INVALID_ARGUMENT' && isCorralError(err)) {
     return { code, httpStatus: facing.httpStatus, message: err.message || facing.message, ...(err.field ? { field: err.field } : {}) };
+  }
+  if (code === 'FAILED_PRECONDITION' && isCorralError(err) && err.field === NO_FIT_FIELD && err.message) {
+    // The scheduler's placement explanation ("no host has 4096 MB free; best
+    // candidate h-3 has 2048"): written by Corral from host names and sizes
+    // the caller may see, and the one thing that tells them what to change.
+    return { code, httpStatus: facing.httpStatus, message: err.message, field: NO_FIT_FIELD };
+  }
+  if (code === 'FAILED_PRECONDITION' && isCorralError(err) && err.field === SERVICE_STATE_FIELD && err.message) {
+    // The scheduler's own words about the caller's service (a rollout in
+    // progress, a secret it cannot resolve yet): names and ids only.
+    return { code, httpStatus: facing.httpStatus, message: err.message, field: SERVICE_STATE_FIELD };
   }
   if (err instanceof HostInUseError) {
     // Our own text, built from ids only, so it may reach the client.

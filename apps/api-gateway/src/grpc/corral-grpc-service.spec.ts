@@ -113,14 +113,14 @@ describe('public gRPC adapter', () => {
     ).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', field: 'routes[1].name' });
     await expect(client(TEAM_A_KEY).createWorkload(create({ name: 'web', driver: 'podman' }))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', field: 'image' });
     await expect(client(TEAM_A_KEY).getWorkload({ id: '../x' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', field: 'id' });
-    await expect(client(TEAM_A_KEY).createRegistrationToken({ ttlSeconds: 1, description: '' })).rejects.toMatchObject({ field: 'ttlSeconds' });
+    await expect(client(TEAM_A_KEY).createRegistrationToken({ ttlSeconds: 1, description: '', scope: undefined })).rejects.toMatchObject({ field: 'ttlSeconds' });
   });
 
   it('makes team registration tokens for team keys and platform ones for admins', async () => {
-    const token = await client(TEAM_A_KEY).createRegistrationToken({ ttlSeconds: 0, description: 'byoc' });
+    const token = await client(TEAM_A_KEY).createRegistrationToken({ ttlSeconds: 0, description: 'byoc', scope: undefined });
     expect(token.expiresAt).toBeInstanceOf(Date);
     expect(hosts.tokens.at(-1)).toEqual({ ttlSeconds: 3600, teamId: 'team-a', description: 'byoc' });
-    await client(ADMIN_KEY).createRegistrationToken({ ttlSeconds: 600, description: '' });
+    await client(ADMIN_KEY).createRegistrationToken({ ttlSeconds: 600, description: '', scope: undefined });
     expect(hosts.tokens.at(-1)).toMatchObject({ teamId: '' });
   });
 

@@ -1,10 +1,23 @@
-import { errorFromCode, InvalidArgumentError, workloadExtrasFromWire } from '@corral/domain';
-import { implementBidiStream, implementClientStream, implementServerStream, implementUnary, type CallContext, type ServiceRegistration } from '@corral/grpc';
+import { errorFromCode, workloadExtrasFromWire } from '@corral/domain';
+import {
+  firstMessageOf,
+  forwardRequests,
+  implementBidiStream,
+  implementClientStream,
+  implementServerStream,
+  implementUnary,
+  uploadedChunks,
+  type CallContext,
+  type ServiceRegistration,
+} from '@corral/grpc';
 import type { Logger } from '@corral/logging';
 import { apiV1 } from '@corral/proto';
 import { isServerFault, toPublicError } from '../errors/public-error';
 import type { CorralOperations, OperationContext } from '../operations/corral-operations';
 import { createImageOperations, type ImageOperations } from '../operations/image-operations';
+import { progressMessagesOf } from '../operations/progress-events';
+import { createServiceOperations, type ServiceOperations } from '../operations/service-operations';
+import { createEventOperations, type EventFilter, type EventOperations, type EventView } from '../operations/event-operations';
 
 // The public gRPC adapter: corral.api.v1.CorralService over the same
 // operations as REST, authenticated by "authorization: Bearer <key>"
@@ -28,10 +41,12 @@ export const DEFAULT_FILE_MAX_BYTES = 256 * 1024 * 1024;
 export function corralGrpcService(
   operations: CorralOperations,
   logger: Logger,
-  options: { fileMaxBytes?: number; images?: ImageOperations; imageMaxBytes?: number } = {},
+  options: { fileMaxBytes?: number; images?: ImageOperations; imageMaxBytes?: number; services?: ServiceOperations; events?: EventOperations } = {},
 ): ServiceRegistration {
   const fileMaxBytes = options.fileMaxBytes ?? DEFAULT_FILE_MAX_BYTES;
   const images = options.images ?? createImageOperations(undefined);
+  const services = options.services ?? createServiceOperations(undefined);
+  const events = options.events ?? createEventOperations(undefined);
   const imageMaxBytes = options.imageMaxBytes ?? DEFAULT_IMAGE_MAX_BYTES;
   const authenticated = async (ctx: CallContext): Promise<OperationContext> => ({
     caller: await operations.authenticate(authorizationOf(ctx)),
@@ -39,12 +54,19 @@ export function corralGrpcService(
   });
 
   const handlers: Handlers = {
+    async listEvents(request, ctx) {
+      return { events: (await events.listEvents(await authenticated(ctx), eventFilterOf(request))).map(auditEventToProto) };
+    },
     async whoAmI(_request, ctx) {
       const me = await operations.whoAmI(await authenticated(ctx));
       return { keyId: me.keyId, admin: me.admin, teamId: me.teamId ?? '' };
     },
     async createRegistrationToken(request, ctx) {
-      return operations.createRegistrationToken(await authenticated(ctx), { ttlSeconds: request.ttlSeconds, description: request.description });
+      return operations.createRegistrationToken(await authenticated(ctx), {
+        ttlSeconds: request.ttlSeconds,
+        description: request.description,
+        ...(request.scope ? { scope: { namePattern: request.scope.namePattern, labels: request.scope.labels } } : {}),
+      });
     },
     async listHosts(_request, ctx) {
       return { hosts: await operations.listHosts(await authenticated(ctx)) };
@@ -77,13 +99,32 @@ export function corralGrpcService(
     async restoreWorkload(request, ctx) {
       return { workload: await operations.restoreWorkload(await authenticated(ctx), request.id, request.snapshotId, { name: request.name }) };
     },
+    async listWorkloadSnapshots(request, ctx) {
+      const snapshots = await operations.listWorkloadSnapshots(await authenticated(ctx), request.id);
+      return {
+        snapshots: snapshots.map((s) => ({
+          snapshotId: s.id,
+          sourceWorkloadId: s.sourceWorkloadId,
+          createdAt: s.createdAt ? new Date(s.createdAt) : undefined,
+          sizeBytes: s.sizeBytes,
+          driver: s.driver,
+        })),
+      };
+    },
+    async deleteWorkloadSnapshot(request, ctx) {
+      return operations.deleteWorkloadSnapshot(await authenticated(ctx), request.id, request.snapshotId);
+    },
     async listWorkloadDirectory(request, ctx) {
       const entries = await operations.listWorkloadDirectory(await authenticated(ctx), request.id, request.path);
       return { entries: entries.map((e) => ({ ...e, modifiedAt: e.modifiedAt ? new Date(e.modifiedAt) : undefined })) };
     },
     // Fleet membership (operations/fleet-operations.ts).
     async drainHost(request, ctx) {
-      return { host: await operations.drainHost(await authenticated(ctx), request.id) };
+      const caller = await authenticated(ctx);
+      const host = await operations.drainHost(caller, request.id);
+      // With migrate: each live workload moved to another host (fleet-operations migrateHostWorkloads).
+      const migrations = request.migrate ? await operations.migrateHostWorkloads(caller, request.id, { maxParallel: request.maxParallel || 1 }) : [];
+      return { host, migrations };
     },
     async undrainHost(request, ctx) {
       return { host: await operations.undrainHost(await authenticated(ctx), request.id) };
@@ -104,6 +145,29 @@ export function corralGrpcService(
     async listHostImages(request, ctx) {
       const list = await images.listHostImages(await authenticated(ctx), request.hostId);
       return { images: list.map((i) => ({ ...i, createdAt: i.createdAt ? new Date(i.createdAt) : undefined })) };
+    },
+    async planService(request, ctx) {
+      return { plan: await services.planService(await authenticated(ctx), request.definitionToml) };
+    },
+    async deployService(request, ctx) {
+      // The public API answers once the rollout has started; follow it with GetService.
+      const outcome = await services.deployService(await authenticated(ctx), request.definitionToml);
+      return { service: outcome.service, deployment: outcome.deployment, plan: outcome.plan };
+    },
+    async getService(request, ctx) {
+      return { service: await services.getService(await authenticated(ctx), request.name) };
+    },
+    async listServices(_request, ctx) {
+      return { services: await services.listServices(await authenticated(ctx)) };
+    },
+    async stopService(request, ctx) {
+      return { service: await services.stopService(await authenticated(ctx), request.name) };
+    },
+    async undeployService(request, ctx) {
+      return { service: await services.undeployService(await authenticated(ctx), request.name) };
+    },
+    async purgeComponents(request, ctx) {
+      return services.purgeComponents(await authenticated(ctx), request.name, request.dryRun);
     },
   };
 
@@ -131,6 +195,15 @@ export function corralGrpcService(
   const streams = implementServerStream(
     apiV1.CorralServiceService,
     {
+      async *streamEvents(request, ctx) {
+        try {
+          for await (const event of events.followEvents(await authenticated(ctx), eventFilterOf(request.filter ?? apiV1.ListEventsRequest.fromPartial({})))) {
+            yield { event: auditEventToProto(event) };
+          }
+        } catch (err) {
+          throw publicError(err, ctx);
+        }
+      },
       async *readWorkloadFile(request, ctx) {
         try {
           for await (const chunk of await operations.readWorkloadFile(await authenticated(ctx), request.id, request.path)) yield { chunk };
@@ -140,15 +213,18 @@ export function corralGrpcService(
       },
       async *snapshotWorkload(request, ctx) {
         try {
-          for await (const event of await operations.snapshotWorkload(await authenticated(ctx), request.id, { leavePaused: request.leavePaused })) {
-            if (event.type === 'progress') {
-              const { type: _type, ...progress } = event;
-              yield { kind: { $case: 'progress', value: progress } };
-            } else {
-              const { type: _type, ...result } = event;
-              yield { kind: { $case: 'result', value: result } };
-            }
-          }
+          yield* progressMessagesOf(await operations.snapshotWorkload(await authenticated(ctx), request.id, { leavePaused: request.leavePaused }));
+        } catch (err) {
+          throw publicError(err, ctx);
+        }
+      },
+      async *pullHostImage(request, ctx) {
+        try {
+          const input = { ref: request.ref, ...(request.credentials ? { credentials: request.credentials } : {}) };
+          yield* progressMessagesOf(await images.pullHostImage(await authenticated(ctx), request.hostId, input), {
+            progress: (p) => ({ phase: p.phase, ref: p.ref, digest: p.digest ?? '', blobs: p.blobs, alreadyPresent: p.alreadyPresent ?? false }),
+            result: (r) => ({ imageId: r.imageId, ref: r.ref, digest: r.digest }),
+          });
         } catch (err) {
           throw publicError(err, ctx);
         }
@@ -174,9 +250,7 @@ export function corralGrpcService(
           let channel;
           try {
             const caller = await authenticated(ctx);
-            const first = await iterator.next();
-            if (first.done || first.value.kind?.$case !== 'start') throw new InvalidArgumentError('the first message must be start', { field: 'start' });
-            const start = first.value.kind.value;
+            const start = await firstMessageOf(iterator, 'start', 'start');
             channel = await operations.execWorkload(caller, start.id, {
               command: start.command,
               tty: start.tty,
@@ -189,20 +263,15 @@ export function corralGrpcService(
             throw publicError(err, ctx);
           }
           const open = channel;
-          void (async () => {
-            try {
-              for (;;) {
-                const next = await iterator.next();
-                if (next.done) break;
-                const kind = next.value.kind;
-                if (kind?.$case === 'stdin') await open.send({ type: 'stdin', data: Buffer.from(kind.value) });
-                else if (kind?.$case === 'stdinEof') await open.send({ type: 'eof' });
-                else if (kind?.$case === 'resize') await open.send({ type: 'resize', columns: kind.value.columns, rows: kind.value.rows });
-              }
-            } catch {
-              open.close();
-            }
-          })();
+          void forwardRequests(
+            iterator,
+            async ({ kind }) => {
+              if (kind?.$case === 'stdin') await open.send({ type: 'stdin', data: Buffer.from(kind.value) });
+              else if (kind?.$case === 'stdinEof') await open.send({ type: 'eof' });
+              else if (kind?.$case === 'resize') await open.send({ type: 'resize', columns: kind.value.columns, rows: kind.value.rows });
+            },
+            { error: () => open.close() },
+          );
           try {
             yield { kind: { $case: 'started', value: {} } };
             for await (const output of open.output) {
@@ -220,35 +289,16 @@ export function corralGrpcService(
           try {
             const caller = await authenticated(ctx);
             const iterator = requests[Symbol.asyncIterator]();
-            const first = await iterator.next();
-            if (first.done || first.value.kind?.$case !== 'header') throw new InvalidArgumentError('the first message must be the header', { field: 'header' });
-            const header = first.value.kind.value;
-            const content = (async function* () {
-              for (;;) {
-                const next = await iterator.next();
-                // Without eof the upload was cut short: nothing may be imported.
-                if (next.done) throw new InvalidArgumentError('the upload ended before eof', { field: 'eof' });
-                const kind = next.value.kind;
-                if (kind?.$case === 'eof') return;
-                if (kind?.$case !== 'chunk') throw new InvalidArgumentError('only archive chunks may follow the header', { field: 'chunk' });
-                yield Buffer.from(kind.value);
-              }
-            })();
+            const header = await firstMessageOf(iterator, 'header', 'the header');
+            // Without eof the upload was cut short: nothing may be imported.
+            const content = uploadedChunks(iterator, 'archive');
             events = await images.importHostImage(
               caller,
               header.hostId,
               { ref: header.ref, format: header.format || undefined, maxBytes: imageMaxBytes, ...(header.sizeBytes ? { sizeBytes: header.sizeBytes } : {}) },
               content,
             );
-            for await (const event of events) {
-              if (event.type === 'progress') {
-                const { type: _type, ...progress } = event;
-                yield { kind: { $case: 'progress', value: progress } };
-              } else {
-                const { type: _type, ...result } = event;
-                yield { kind: { $case: 'result', value: result } };
-              }
-            }
+            yield* progressMessagesOf(events);
           } catch (err) {
             throw publicError(err, ctx);
           }
@@ -263,20 +313,9 @@ export function corralGrpcService(
           try {
             const caller = await authenticated(ctx);
             const iterator = requests[Symbol.asyncIterator]();
-            const first = await iterator.next();
-            if (first.done || first.value.kind?.$case !== 'header') throw new InvalidArgumentError('the first message must be the header', { field: 'header' });
-            const header = first.value.kind.value;
-            const content = (async function* () {
-              for (;;) {
-                const next = await iterator.next();
-                // Without eof the upload was cut short: nothing may be written.
-                if (next.done) throw new InvalidArgumentError('the upload ended before eof', { field: 'eof' });
-                const kind = next.value.kind;
-                if (kind?.$case === 'eof') return;
-                if (kind?.$case !== 'chunk') throw new InvalidArgumentError('only content chunks may follow the header', { field: 'chunk' });
-                yield Buffer.from(kind.value);
-              }
-            })();
+            const header = await firstMessageOf(iterator, 'header', 'the header');
+            // Without eof the upload was cut short: nothing may be written.
+            const content = uploadedChunks(iterator);
             return await operations.writeWorkloadFile(caller, header.id, header.path, content, { mode: header.mode, maxBytes: fileMaxBytes });
           } catch (err) {
             throw publicError(err, ctx);
@@ -290,5 +329,31 @@ export function corralGrpcService(
   return {
     definition: apiV1.CorralServiceService,
     implementation: { ...implementUnary(apiV1.CorralServiceService, sanitized, logger), ...streams, ...duplex },
+  };
+}
+
+function eventFilterOf(request: apiV1.ListEventsRequest): EventFilter {
+  return {
+    ...(request.afterId > 0 ? { afterId: BigInt(request.afterId) } : {}),
+    ...(request.since ? { since: request.since } : {}),
+    ...(request.subjectId ? { subjectId: request.subjectId } : {}),
+    ...(request.kind ? { kind: request.kind } : {}),
+    ...(request.limit > 0 ? { limit: request.limit } : {}),
+  };
+}
+
+function auditEventToProto(event: EventView): apiV1.AuditEvent {
+  return {
+    id: Number(event.id),
+    at: new Date(event.at),
+    actor: event.actor,
+    kind: event.kind,
+    action: event.action,
+    outcome: event.outcome,
+    subjectType: event.subjectType,
+    subjectId: event.subjectId,
+    teamId: event.teamId ?? '',
+    reason: event.reason,
+    dataJson: JSON.stringify(event.data),
   };
 }

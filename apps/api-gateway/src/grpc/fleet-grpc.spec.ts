@@ -47,10 +47,19 @@ describe('public gRPC fleet membership', () => {
 
   it('drains and undrains', async () => {
     const host = registry.add({ teamId: 'team-a' });
-    expect((await client(TEAM_A_KEY).drainHost({ id: host.id })).host?.status).toBe(HostStatus.HOST_STATUS_DRAINING);
+    expect((await client(TEAM_A_KEY).drainHost({ id: host.id, migrate: false, maxParallel: 0 })).host?.status).toBe(HostStatus.HOST_STATUS_DRAINING);
     expect((await client(TEAM_A_KEY).undrainHost({ id: host.id })).host?.status).toBe(HostStatus.HOST_STATUS_ONLINE);
     const platform = registry.add({ teamId: '' });
-    await expect(client(TEAM_A_KEY).drainHost({ id: platform.id })).rejects.toMatchObject({ code: 'PERMISSION_DENIED', message: 'permission denied' });
+    await expect(client(TEAM_A_KEY).drainHost({ id: platform.id, migrate: false, maxParallel: 0 })).rejects.toMatchObject({ code: 'PERMISSION_DENIED', message: 'permission denied' });
+  });
+
+  it('drains with migrate: answers each workload moved, having asked the scheduler with the caller\'s team and max_parallel', async () => {
+    const host = registry.add({ teamId: 'team-a' });
+    const w = scheduler.add({ hostId: host.id, teamId: 'team-a', state: 'running' });
+    const res = await client(TEAM_A_KEY).drainHost({ id: host.id, migrate: true, maxParallel: 2 });
+    expect(res.host?.status).toBe(HostStatus.HOST_STATUS_DRAINING);
+    expect(res.migrations).toEqual([expect.objectContaining({ workloadId: w.id, outcome: 'moved', toHostId: scheduler.migrationTarget })]);
+    expect(scheduler.calls.find((c) => c.method === 'migrateHostWorkloads')?.request).toMatchObject({ hostId: host.id, teamId: 'team-a', maxParallel: 2 });
   });
 
   it('refuses a delete with FAILED_PRECONDITION naming the live workloads, and force-deletes', async () => {

@@ -97,4 +97,20 @@ describe('public gRPC exec, files and snapshots', () => {
     for await (const m of client.stream('snapshotWorkload', { id: workloadId, leavePaused: false })) kinds.push(m.kind?.$case ?? '');
     expect(kinds).toEqual(['progress', 'progress', 'result']);
   });
+
+  it('lists snapshots and deletes them idempotently; FAILED_PRECONDITION while in use, NOT_FOUND for another team', async () => {
+    const createdAt = new Date('2026-02-03T04:05:06Z');
+    streams.snapshots.set(workloadId, [{ snapshotId: 'snap-7-aa', sourceWorkloadId: workloadId, createdAt, sizeBytes: 8192, driver: 'qemu' }]);
+    expect(await client.listWorkloadSnapshots({ id: workloadId })).toEqual({
+      snapshots: [{ snapshotId: 'snap-7-aa', sourceWorkloadId: workloadId, createdAt, sizeBytes: 8192, driver: 'qemu' }],
+    });
+    streams.snapshotsInUse.add('snap-7-aa');
+    await expect(client.deleteWorkloadSnapshot({ id: workloadId, snapshotId: 'snap-7-aa' })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    streams.snapshotsInUse.clear();
+    expect(await client.deleteWorkloadSnapshot({ id: workloadId, snapshotId: 'snap-7-aa' })).toEqual({ deleted: true });
+    expect(await client.deleteWorkloadSnapshot({ id: workloadId, snapshotId: 'snap-7-aa' })).toEqual({ deleted: false });
+    expect(await client.listWorkloadSnapshots({ id: workloadId })).toEqual({ snapshots: [] });
+    await expect(client.deleteWorkloadSnapshot({ id: workloadId, snapshotId: 'bad' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(client.listWorkloadSnapshots({ id: workloadId }, { metadata: metadata(TEAM_B_KEY) })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  });
 });

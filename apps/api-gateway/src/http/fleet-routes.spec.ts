@@ -67,6 +67,30 @@ describe('REST fleet membership', () => {
       expect(registry.fleetCalls.at(-1)).toMatchObject({ request: { teamId: '' } });
     });
 
+    it('with migrate=true moves its live workloads and answers each outcome; without, asks the scheduler nothing', async () => {
+      const host = registry.add({ teamId: 'team-a' });
+      const live = scheduler.add({ hostId: host.id, teamId: 'team-a', name: 'web', state: 'running' });
+      scheduler.add({ hostId: host.id, teamId: 'team-a', state: 'stopped' });
+      expect((await call('POST', `/v1/hosts/${host.id}/drain`, TEAM_A_KEY)).json()).not.toHaveProperty('migrations');
+      expect(scheduler.calls.some((c) => c.method === 'migrateHostWorkloads')).toBe(false);
+
+      const res = await call('POST', `/v1/hosts/${host.id}/drain?migrate=true&max_parallel=3`, TEAM_A_KEY);
+      expect(res.statusCode).toBe(200);
+      const body = res.json();
+      expect(body).toMatchObject({ id: host.id, status: 'draining' });
+      expect(body.migrations).toEqual([
+        { workloadId: live.id, name: 'web', outcome: 'moved', replacementId: expect.any(String), toHostId: 'h-elsewhere', reason: expect.stringContaining('replaced by') },
+      ]);
+      expect(scheduler.calls.find((c) => c.method === 'migrateHostWorkloads')?.request).toMatchObject({ hostId: host.id, teamId: 'team-a', maxParallel: 3 });
+    });
+
+    it('refuses a bad max_parallel naming it', async () => {
+      const host = registry.add({});
+      const res = await call('POST', `/v1/hosts/${host.id}/drain?migrate=true&max_parallel=0`);
+      expect(res.statusCode).toBe(400);
+      expect(res.json()).toMatchObject({ error: 'invalid_argument', field: 'max_parallel' });
+    });
+
     it('answers 409 with the fixed message when the host cannot be drained, and 400 naming a bad id', async () => {
       const down = registry.add({ status: HostStatus.HOST_STATUS_DOWN });
       const res = await call('POST', `/v1/hosts/${down.id}/drain`);

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { CorralOperations, OperationContext } from '../operations/corral-operations';
 import { fleetRouteSchemas } from './fleet-schemas';
-import { fleetHealthView, hostDeletionView, registrationTokenView } from './fleet-views';
+import { fleetHealthView, hostDeletionView, registrationTokenView, workloadMigrationView } from './fleet-views';
 import { hostView } from './views';
 
 // REST routes of fleet membership over the shared operations: drain,
@@ -19,9 +19,13 @@ interface IdParams {
 }
 
 export async function registerFleetRoutes(api: FastifyInstance, { operations, callerOf }: FleetRouteOptions): Promise<void> {
-  api.post<{ Params: IdParams }>('/v1/hosts/:id/drain', { schema: fleetRouteSchemas.drainHost }, async (request) =>
-    hostView(await operations.drainHost(callerOf(request), request.params.id)),
-  );
+  api.post<{ Params: IdParams; Querystring: { migrate?: boolean; max_parallel?: number } }>('/v1/hosts/:id/drain', { schema: fleetRouteSchemas.drainHost }, async (request) => {
+    const ctx = callerOf(request);
+    const host = await operations.drainHost(ctx, request.params.id);
+    if (request.query.migrate !== true) return hostView(host);
+    const migrations = await operations.migrateHostWorkloads(ctx, request.params.id, { maxParallel: request.query.max_parallel });
+    return { ...hostView(host), migrations: migrations.map(workloadMigrationView) };
+  });
 
   api.post<{ Params: IdParams }>('/v1/hosts/:id/undrain', { schema: fleetRouteSchemas.undrainHost }, async (request) =>
     hostView(await operations.undrainHost(callerOf(request), request.params.id)),

@@ -9,6 +9,7 @@ export const FLEET_SCHEMA_IDS = {
   hostDeletion: 'HostDeletion',
   hostInUse: 'HostInUse',
   fleetHealth: 'FleetHealth',
+  workloadMigration: 'WorkloadMigration',
 } as const;
 
 const ref = (id: string) => ({ $ref: `${id}#` });
@@ -107,16 +108,47 @@ export const fleetHealthSchema = {
   },
 } as const;
 
-export const fleetSharedSchemas = [registrationTokenSchema, hostDeletionSchema, hostInUseSchema, fleetHealthSchema];
+export const workloadMigrationSchema = {
+  $id: FLEET_SCHEMA_IDS.workloadMigration,
+  type: 'object',
+  description: 'What a drain with migrate did to one workload that was live on the host.',
+  required: ['workloadId', 'name', 'outcome', 'replacementId', 'toHostId', 'reason'],
+  properties: {
+    workloadId: { type: 'string' },
+    name: { type: 'string' },
+    outcome: { type: 'string', enum: ['moved', 'failed'], description: 'moved: the replacement runs and the original is retired; failed: see reason (the original keeps running unless it says otherwise)' },
+    replacementId: nullable('string', { description: 'the new workload (same spec and service slot), if one was created' }),
+    toHostId: nullable('string', { description: "the replacement's host" }),
+    reason: { type: 'string' },
+  },
+} as const;
+
+export const fleetSharedSchemas = [registrationTokenSchema, hostDeletionSchema, hostInUseSchema, fleetHealthSchema, workloadMigrationSchema];
 
 export const fleetRouteSchemas = {
   drainHost: {
     tags: ['hosts'],
     summary: 'Drain a host',
     description:
-      'The host takes no new placements; what runs there keeps running. Idempotent. Team keys manage their own team\'s hosts (403 on a platform host); admin keys any host.',
+      'The host takes no new placements; what runs there keeps running. Idempotent. Team keys manage their own team\'s hosts (403 on a platform host); admin keys any host. ' +
+      'With `migrate=true` its live workloads are then moved: each gets a replacement with the same spec (and service slot) on another host, which must be running before the original is stopped and torn down, `max_parallel` at a time; the answer lists each outcome in `migrations`. Running it again after an interruption carries on with the replacements already made.',
     params: idParams,
-    response: { 200: ref(SCHEMA_IDS.host), ...authenticatedErrors, ...errorResponses(404, 409) },
+    querystring: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        migrate: { type: 'boolean', default: false, description: "also move the host's live workloads to other hosts" },
+        max_parallel: { type: 'integer', minimum: 1, maximum: 64, default: 1, description: 'with migrate: workloads moved at once' },
+      },
+    },
+    response: {
+      200: {
+        description: 'The host; with migrate, also what happened to each of its workloads.',
+        allOf: [ref(SCHEMA_IDS.host), { type: 'object', properties: { migrations: { type: 'array', items: ref(FLEET_SCHEMA_IDS.workloadMigration) } } }],
+      },
+      ...authenticatedErrors,
+      ...errorResponses(404, 409),
+    },
   },
   undrainHost: {
     tags: ['hosts'],

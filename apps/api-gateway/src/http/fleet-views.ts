@@ -1,4 +1,4 @@
-import type { hostRegistryV1 } from '@corral/proto';
+import type { hostRegistryV1, schedulerV1 } from '@corral/proto';
 import type { DeleteHostResult } from '../operations/fleet-operations';
 
 // JSON forms of fleet membership over REST, built field by field like
@@ -20,17 +20,6 @@ export interface RegistrationTokenView {
   usedByHostId: string | null;
   revokedAt: string | null;
   scope: { namePattern: string | null; labels: Record<string, string> };
-}
-
-export interface FleetHealthView {
-  leader: boolean;
-  epoch: number;
-  brake: { active: boolean; reasons: string[]; detail: string | null; since: string | null };
-  lastCheckAt: string | null;
-  busConnected: boolean;
-  databaseHealthy: boolean;
-  heartbeats: { received: number; applied: number; dropped: number; latencyP50Ms: number; latencyP99Ms: number; flushP99Ms: number };
-  hostsByStatus: Record<string, number>;
 }
 
 export interface HostDeletionView {
@@ -67,28 +56,8 @@ export function registrationTokenView(t: hostRegistryV1.RegistrationToken, now =
   };
 }
 
-/** FLEET_ALARM_REASON_MASS_SILENCE → mass_silence. */
-export const alarmReasonName = (reason: string) => reason.replace(/^FLEET_ALARM_REASON_/, '').toLowerCase();
-
-export function fleetHealthView(h: hostRegistryV1.GetFleetHealthResponse): FleetHealthView {
-  return {
-    leader: h.leader,
-    epoch: h.epoch,
-    brake: { active: h.brakeActive, reasons: h.brakeReasons.map(alarmReasonName), detail: orNull(h.brakeDetail), since: isoOrNull(h.brakeSince) },
-    lastCheckAt: isoOrNull(h.lastCheckAt),
-    busConnected: h.busConnected,
-    databaseHealthy: h.databaseHealthy,
-    heartbeats: {
-      received: h.heartbeatsReceived,
-      applied: h.heartbeatsApplied,
-      dropped: h.heartbeatsDropped,
-      latencyP50Ms: h.heartbeatLatencyP50Ms,
-      latencyP99Ms: h.heartbeatLatencyP99Ms,
-      flushP99Ms: h.flushP99Ms,
-    },
-    hostsByStatus: { ...h.hostsByStatus },
-  };
-}
+// Fleet health's view is shared with the CLI's --output json (libs/domain).
+export { alarmReasonName, fleetHealthView, type FleetHealthView } from '@corral/domain';
 
 export function hostDeletionView(r: DeleteHostResult): HostDeletionView {
   return {
@@ -97,5 +66,26 @@ export function hostDeletionView(r: DeleteHostResult): HostDeletionView {
     affectedWorkloads: [...r.affectedWorkloadIds],
     stoppedWorkloads: [...r.stoppedWorkloadIds],
     unreachableWorkloads: [...r.unreachableWorkloadIds],
+  };
+}
+
+export interface WorkloadMigrationView {
+  workloadId: string;
+  name: string;
+  outcome: string;
+  replacementId: string | null;
+  toHostId: string | null;
+  reason: string;
+}
+
+/** One workload's outcome of a drain with migrate. */
+export function workloadMigrationView(m: schedulerV1.WorkloadMigration): WorkloadMigrationView {
+  return {
+    workloadId: m.workloadId,
+    name: m.name,
+    outcome: m.outcome,
+    replacementId: m.replacementId || null,
+    toHostId: m.toHostId || null,
+    reason: m.reason,
   };
 }

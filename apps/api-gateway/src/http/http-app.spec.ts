@@ -164,7 +164,15 @@ describe('REST adapter', () => {
 
       const vm = await post('/v1/workloads', { name: 'vm', driver: 'qemu', vm: { mode: 'microvm', kernel: '/boot/vmlinuz', kernelArgs: 'console=ttyS0' }, resources: { memoryMb: 128 } });
       expect(vm.statusCode).toBe(201);
-      expect(vm.json()).toMatchObject({ image: null, resources: { vcpus: null, memoryMb: 128 }, vm: { mode: 'microvm', kernel: '/boot/vmlinuz', initrd: null, kernelArgs: 'console=ttyS0' } });
+      expect(vm.json()).toMatchObject({ image: null, resources: { vcpus: null, memoryMb: 128 }, vm: { mode: 'microvm', kernel: '/boot/vmlinuz', initrd: null, kernelArgs: 'console=ttyS0', rootDisk: null } });
+
+      // A root disk cloned from a base image on the host: an absolute path, microvm only.
+      const disked = await post('/v1/workloads', { name: 'vm-disk', driver: 'qemu', vm: { mode: 'microvm', kernel: '/boot/vmlinuz', rootDisk: '/images/base.qcow2' } });
+      expect(disked.statusCode).toBe(201);
+      expect(disked.json().vm).toMatchObject({ rootDisk: '/images/base.qcow2' });
+      const relative = await post('/v1/workloads', { name: 'vm-disk', driver: 'qemu', vm: { mode: 'microvm', kernel: '/boot/vmlinuz', rootDisk: 'base.qcow2' } });
+      expect(relative.statusCode).toBe(400);
+      expect(relative.json().message).toMatch(/rootDisk/);
     });
 
     it('pauses and resumes a workload: 200 with the workload, idempotent; 409 when its state does not allow it', async () => {

@@ -18,6 +18,13 @@ import { hostView, workloadView } from './views';
 import { registerWorkloadStreamRoutes } from './workload-stream-routes';
 import { createImageOperations, type ImageOperations } from '../operations/image-operations';
 import { registerImageRoutes } from './image-routes';
+import { createEventOperations, type EventOperations } from '../operations/event-operations';
+import { registerEventRoutes } from './event-routes';
+import { DEFAULT_REQUEST_TIMEOUTS, enforceRequestTimeouts } from './request-timeouts';
+import { createServiceOperations, type ServiceOperations } from '../operations/service-operations';
+import { idempotencyHooks, memoryIdempotencyStore, type IdempotencyStore } from './idempotency';
+import { registerServiceRoutes } from './service-routes';
+import { serviceSharedSchemas } from './service-schemas';
 
 // The REST adapter: routes, request shapes and HTTP status codes over the
 // shared operations. It owns nothing else.
@@ -41,8 +48,18 @@ export interface HttpAppOptions {
   readiness?: ReadinessCheck;
   /** Host image imports (POST/GET /v1/hosts/{id}/images); absent: they answer UNAVAILABLE. */
   images?: ImageOperations;
+  /** The audit trail (GET /v1/events); absent: it answers UNAVAILABLE. */
+  events?: EventOperations;
+  /** Service deploys (/v1/services); absent: they answer UNAVAILABLE. */
+  services?: ServiceOperations;
+  /** Where Idempotency-Key answers are kept; in memory by default. */
+  idempotency?: IdempotencyStore;
   /** Largest image archive; default 8 GiB. */
   imageMaxBytes?: number;
+  /** Time to receive an ordinary request; default 60 s (request-timeouts.ts). */
+  requestTimeoutMs?: number;
+  /** Time to receive an upload (image import, file PUT); 0: none; default 6 h. */
+  uploadTimeoutMs?: number;
 }
 
 export const LOGS_TRUNCATED_HEADER = 'x-corral-logs-truncated';
@@ -71,14 +88,21 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     routerOptions: { maxParamLength: RESOURCE_ID.maxLength * 2 },
     genReqId: () => randomUUID(),
     return503OnClosing: true,
-    // A client that trickles a request must not hold a connection forever.
-    requestTimeout: 60_000,
+    // A client that trickles a request must not hold a connection forever,
+    // but an upload may take hours: Node's one server-wide request timeout
+    // is off, and enforceRequestTimeouts below applies one per route.
+    requestTimeout: 0,
     // Errors Fastify raises before routing (e.g. a malformed URL).
     frameworkErrors: (err, request, reply) => sendError(err, request, reply),
   });
 
+  enforceRequestTimeouts(app, {
+    requestTimeoutMs: options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUTS.requestTimeoutMs,
+    uploadTimeoutMs: options.uploadTimeoutMs ?? DEFAULT_REQUEST_TIMEOUTS.uploadTimeoutMs,
+  });
   app.setValidatorCompiler(compileRequestValidator);
-  for (const schema of [...sharedSchemas, ...fleetSharedSchemas]) app.addSchema(schema);
+  for (const schema of [...sharedSchemas, ...fleetSharedSchemas, ...serviceSharedSchemas]) app.addSchema(schema);
+  const idempotency = options.idempotency ?? memoryIdempotencyStore();
   // Only JSON bodies are accepted: without this, Fastify would hand a
   // text/plain body to the schema, which would blame its type, not its format.
   app.removeContentTypeParser('text/plain');
@@ -177,7 +201,8 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
 
     await registerFleetRoutes(api, { operations, callerOf });
 
-    api.post('/v1/workloads', { schema: routeSchemas.createWorkload }, async (request, reply) => {
+    const createOnce = idempotencyHooks(idempotency, logger);
+    api.post('/v1/workloads', { schema: routeSchemas.createWorkload, preHandler: createOnce.preHandler, onSend: createOnce.onSend }, async (request, reply) => {
       const body = request.body as WorkloadSpecInput;
       const workload = await operations.createWorkload(callerOf(request), { ...body, env: body.env ?? {} });
       return reply.code(201).header('location', `/v1/workloads/${encodeURIComponent(workload.id)}`).send(workloadView(workload));
@@ -207,7 +232,9 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<FastifyInst
     );
 
     await registerWorkloadStreamRoutes(api, { operations, logger, fileMaxBytes: options.fileMaxBytes ?? 256 * 1024 * 1024, callerOf });
+    await registerEventRoutes(api, { events: options.events ?? createEventOperations(undefined), callerOf });
     await registerImageRoutes(api, { images: options.images ?? createImageOperations(undefined), logger, imageMaxBytes: options.imageMaxBytes ?? 8 * 1024 * 1024 * 1024, callerOf });
+    await registerServiceRoutes(api, { services: options.services ?? createServiceOperations(undefined), idempotency, logger, callerOf });
 
     api.get<{ Params: { id: string }; Querystring: { tail?: number; follow?: boolean } }>(
       '/v1/workloads/:id/logs',

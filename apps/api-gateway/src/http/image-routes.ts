@@ -1,14 +1,16 @@
-import { Readable } from 'node:stream';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { isCorralError } from '@corral/domain';
 import type { Logger } from '@corral/logging';
 import type { OperationContext } from '../operations/corral-operations';
-import { IMAGE_FORMATS, IMAGE_REF_PATTERN, type ImageOperations } from '../operations/image-operations';
-import { httpErrorFor } from './http-errors';
+import { IMAGE_FORMATS, IMAGE_REF_PATTERN, PULL_REF_PATTERN, type ImageOperations, type PullImageInput } from '../operations/image-operations';
+import { responseGone, sendNdjson } from './ndjson-responses';
 import { authenticatedErrors, errorResponses, idParams } from './schemas';
 
 // REST routes of a host's images: the archive is the streamed request body,
-// answered with NDJSON progress lines and the result (like snapshots).
+// answered with NDJSON progress lines and the result (like snapshots); a
+// pull from a registry answers the same way. The import is an upload
+// route (`config.longRequest`): the gateway gives its body the upload
+// timeout, not the ordinary one (see request-timeouts.ts).
 
 export interface ImageRouteOptions {
   images: ImageOperations;
@@ -37,6 +39,36 @@ const imageSchemas = {
       200: { description: 'progress lines, then the result line', content: { 'application/x-ndjson': { schema: { type: 'string' } } } },
       ...authenticatedErrors,
       ...errorResponses(404, 409, 413),
+    },
+  },
+  pullHostImage: {
+    tags: ['hosts'],
+    summary: "Pull an image from a registry into a host's podman image store",
+    description:
+      'The host\'s podman pulls `ref` (a name without a registry means docker.io, without a tag `latest`; `@sha256:` digests allowed) from its registry, optionally logging in with `credentials` (used for this pull only: written to a private file on the host and deleted afterwards, never stored, logged or returned). The host\'s operator decides which registries are allowed and which are reached without TLS verification. Answers newline-delimited JSON (`application/x-ndjson`): `{"type":"progress","phase":"resolving|retrying|copying-blob|copying-config|writing-manifest|storing-signatures","ref":"...","digest":"sha256:...","blobs":N,"alreadyPresent":true}` lines (digest for the copying phases; blobs: layers started so far), then `{"type":"result","imageId":"...","ref":"...","digest":"sha256:..."}` (ref fully qualified, digest of the manifest). A failure after the first line is a last line `{"type":"error","error":"...","message":"..."}`: `not_found` when the registry has no such image, `permission_denied` when it refuses the login, `unavailable` when it cannot be reached. Admins may pull into any host, a team only into its own hosts.',
+    params: idParams,
+    body: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['ref'],
+      properties: {
+        ref: { type: 'string', maxLength: 512, pattern: PULL_REF_PATTERN, description: 'e.g. docker.io/library/busybox:1.36 or 127.0.0.1:5000/team/app@sha256:…' },
+        credentials: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['username', 'password'],
+          description: 'registry login for this pull only',
+          properties: {
+            username: { type: 'string', minLength: 1, maxLength: 256, pattern: '^[^:\\s]+$' },
+            password: { type: 'string', minLength: 1, maxLength: 4096, writeOnly: true },
+          },
+        },
+      },
+    },
+    response: {
+      200: { description: 'progress lines, then the result line', content: { 'application/x-ndjson': { schema: { type: 'string' } } } },
+      ...authenticatedErrors,
+      ...errorResponses(404, 409),
     },
   },
   listHostImages: {
@@ -74,13 +106,6 @@ function payloadTooLarge(): Error {
   return Object.assign(new Error('payload too large'), { code: 'FST_ERR_CTP_BODY_TOO_LARGE', statusCode: 413 });
 }
 
-/** Aborts when the response is over (sent, or the client went away). */
-function gone(reply: FastifyReply): AbortSignal {
-  const controller = new AbortController();
-  reply.raw.once('close', () => controller.abort());
-  return controller.signal;
-}
-
 export async function registerImageRoutes(api: FastifyInstance, options: ImageRouteOptions): Promise<void> {
   const { images, logger, callerOf } = options;
 
@@ -94,6 +119,8 @@ export async function registerImageRoutes(api: FastifyInstance, options: ImageRo
       {
         schema: imageSchemas.importHostImage,
         bodyLimit: Number.MAX_SAFE_INTEGER,
+        // An archive of gigabytes takes longer to arrive than any ordinary request may.
+        config: { longRequest: 'upload' },
         preValidation: async (request) => {
           const length = Number(request.headers['content-length']);
           if (Number.isFinite(length) && length > options.imageMaxBytes) throw payloadTooLarge();
@@ -105,7 +132,7 @@ export async function registerImageRoutes(api: FastifyInstance, options: ImageRo
         let events;
         try {
           events = await images.importHostImage(
-            { ...callerOf(request), signal: gone(reply) },
+            { ...callerOf(request), signal: responseGone(reply) },
             request.params.id,
             { ref: request.query.ref, format: request.query.format, maxBytes: options.imageMaxBytes, ...(Number.isFinite(length) ? { sizeBytes: length } : {}) },
             body,
@@ -114,19 +141,14 @@ export async function registerImageRoutes(api: FastifyInstance, options: ImageRo
           if (isCorralError(err) && err.code === 'RESOURCE_EXHAUSTED') throw payloadTooLarge();
           throw err;
         }
-        const lines = (async function* () {
-          try {
-            for await (const event of events) yield Buffer.from(`${JSON.stringify(event)}\n`);
-          } catch (err) {
-            // Headers are out: the failure becomes the last line.
-            const failure = httpErrorFor(err);
-            if (failure.serverFault) logger.error('image import failed', { reqId: request.id, err });
-            yield Buffer.from(`${JSON.stringify({ type: 'error', ...failure.body })}\n`);
-          }
-        })();
-        return reply.type('application/x-ndjson').header('cache-control', 'no-store').send(Readable.from(lines, { objectMode: false }));
+        return sendNdjson(reply, events, (err) => logger.error('image import failed', { reqId: request.id, err }));
       },
     );
+  });
+
+  api.post<{ Params: { id: string }; Body: PullImageInput }>('/v1/hosts/:id/images/pull', { schema: imageSchemas.pullHostImage }, async (request, reply) => {
+    const events = await images.pullHostImage({ ...callerOf(request), signal: responseGone(reply) }, request.params.id, request.body);
+    return sendNdjson(reply, events, (err) => logger.error('image pull failed', { reqId: request.id, err }));
   });
 
   api.get<{ Params: { id: string } }>('/v1/hosts/:id/images', { schema: imageSchemas.listHostImages }, async (request) => ({

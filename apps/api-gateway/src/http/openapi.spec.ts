@@ -57,8 +57,19 @@ describe('OpenAPI document', () => {
         'PUT /v1/workloads/{id}/files',
         'POST /v1/workloads/{id}/snapshots',
         'POST /v1/workloads/{id}/snapshots/{snapshotId}/restore',
+        'GET /v1/workloads/{id}/snapshots',
+        'DELETE /v1/workloads/{id}/snapshots/{snapshotId}',
         'POST /v1/hosts/{id}/images',
+        'POST /v1/hosts/{id}/images/pull',
         'GET /v1/hosts/{id}/images',
+        'GET /v1/events',
+        'POST /v1/services/plan',
+        'POST /v1/services',
+        'GET /v1/services',
+        'GET /v1/services/{name}',
+        'POST /v1/services/{name}/stop',
+        'DELETE /v1/services/{name}',
+        'POST /v1/services/{name}/purge',
       ].sort(),
     );
   });
@@ -70,6 +81,10 @@ describe('OpenAPI document', () => {
     expect(doc.paths['/v1/workloads/{id}/files'].put.responses['413']).toBeDefined();
     const snapshot = doc.paths['/v1/workloads/{id}/snapshots'].post.responses['200'] as { content: Record<string, unknown> };
     expect(Object.keys(snapshot.content)).toEqual(['application/x-ndjson']);
+    const list = doc.paths['/v1/workloads/{id}/snapshots'].get.responses['200'] as { content: { 'application/json': { schema: { properties: Record<string, unknown> } } } };
+    expect(Object.keys(list.content['application/json'].schema.properties)).toEqual(['snapshots']);
+    const del = doc.paths['/v1/workloads/{id}/snapshots/{snapshotId}'].delete.responses as Record<string, unknown>;
+    expect(Object.keys(del)).toEqual(expect.arrayContaining(['204', '404', '409']));
   });
 
   it('documents DELETE /v1/workloads/{id} as stop, and with purge=true as teardown to retired', () => {
@@ -87,6 +102,12 @@ describe('OpenAPI document', () => {
     expect(JSON.stringify(doc.paths['/v1/hosts/registration-tokens'].get.responses['200'])).toContain('#/components/schemas/RegistrationToken');
     expect(JSON.stringify(doc.paths['/v1/fleet/health'].get.responses['200'])).toContain('#/components/schemas/FleetHealth');
     expect(JSON.stringify(doc.components.schemas['RegistrationToken'])).not.toMatch(/"(token|hash|secretHash)"/);
+  });
+
+  it('documents the audit trail with its filters and the NDJSON follow stream', () => {
+    const events = doc.paths['/v1/events'].get as unknown as { parameters: { name: string }[]; responses: Record<string, { content: Record<string, unknown> }> };
+    expect(events.parameters.map((p) => p.name)).toEqual(expect.arrayContaining(['since', 'after', 'subject', 'kind', 'limit', 'follow']));
+    expect(Object.keys(events.responses['200'].content)).toEqual(['application/json', 'application/x-ndjson']);
   });
 
   it('declares bearer authentication, waived only for health checks', () => {

@@ -28,7 +28,8 @@ const timestamp = (description: string) => nullable('string', { format: 'date-ti
 export const errorSchema = {
   $id: SCHEMA_IDS.error,
   type: 'object',
-  description: 'Every error answer has this shape. `message` is fixed for each `error` code, except invalid_argument which says what to fix.',
+  description:
+    'Every error answer has this shape. `message` is fixed for each `error` code, except invalid_argument which says what to fix, and failed_precondition with `field: placement`, which says why no host can take the workload (e.g. "no host has 4096 MB free; best candidate h-3 has 2048").',
   required: ['error', 'message'],
   properties: {
     error: { type: 'string', examples: ['invalid_argument', 'not_found', 'unauthenticated'] },
@@ -127,6 +128,7 @@ export const workloadSchema = {
         kernel: nullable('string'),
         initrd: nullable('string'),
         kernelArgs: nullable('string'),
+        rootDisk: { ...nullable('string'), description: 'microvm: the base image its root disk was cloned from' },
       },
     },
   },
@@ -249,6 +251,13 @@ export const workloadSpecBody = {
         kernel: { type: 'string', minLength: 1, maxLength: WORKLOAD_LIMITS.vmPathMaxLength },
         initrd: { type: 'string', minLength: 1, maxLength: WORKLOAD_LIMITS.vmPathMaxLength },
         kernelArgs: { type: 'string', maxLength: WORKLOAD_LIMITS.kernelArgsMaxLength },
+        rootDisk: {
+          type: 'string',
+          minLength: 1,
+          maxLength: WORKLOAD_LIMITS.vmPathMaxLength,
+          pattern: '^/',
+          description: "microvm: a disk image on the host (raw or qcow2, never written) cloned copy-on-write into the VM's own root disk (/dev/vda) before it boots",
+        },
       },
     },
     env: {
@@ -271,6 +280,20 @@ export const registrationTokenBody = {
       description: `seconds until the token expires (default ${REGISTRATION_TOKEN_TTL.defaultSeconds})`,
     },
     description: { type: 'string', maxLength: REGISTRATION_TOKEN_DESCRIPTION_MAX_LENGTH },
+    scope: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'which hosts may register with the token (absent: any host); a host outside it is refused like a bad token, and the token stays unused',
+      properties: {
+        namePattern: { type: 'string', maxLength: 253, description: 'glob over the host name: `*` any run of characters, `?` one; case-insensitive' },
+        labels: {
+          type: 'object',
+          maxProperties: 64,
+          additionalProperties: { type: 'string', maxLength: 253 },
+          description: 'labels the host must register with, each with exactly this value',
+        },
+      },
+    },
   },
 } as const;
 

@@ -22,7 +22,7 @@ export interface WorkloadView {
   resources: { vcpus: number | null; memoryMb: number | null };
   routes: { name: string; port: number; protocol: string }[];
   ports: PortView[];
-  vm: { mode: string; kernel: string | null; initrd: string | null; kernelArgs: string | null } | null;
+  vm: { mode: string; kernel: string | null; initrd: string | null; kernelArgs: string | null; rootDisk: string | null } | null;
 }
 
 export interface PortView {
@@ -91,7 +91,9 @@ export function workloadView(w: schedulerV1.Workload): WorkloadView {
     resources: { vcpus: positiveOrNull(w.resources?.vcpus), memoryMb: positiveOrNull(w.resources?.memoryMb) },
     routes: w.routes.map((r) => ({ name: r.name, port: r.port, protocol: r.protocol || 'tcp' })),
     ports: w.ports.map((p) => ({ name: p.name, guestPort: p.guestPort, hostPort: p.hostPort, protocol: p.protocol })),
-    vm: w.vm && w.vm.mode ? { mode: w.vm.mode, kernel: orNull(w.vm.kernel), initrd: orNull(w.vm.initrd), kernelArgs: orNull(w.vm.kernelArgs) } : null,
+    vm: w.vm && w.vm.mode
+      ? { mode: w.vm.mode, kernel: orNull(w.vm.kernel), initrd: orNull(w.vm.initrd), kernelArgs: orNull(w.vm.kernelArgs), rootDisk: orNull(w.vm.rootDisk) }
+      : null,
   };
 }
 

@@ -6,6 +6,7 @@ import type { Caller } from '../operations/caller';
 import type { CorralOperations, OperationContext } from '../operations/corral-operations';
 import type { ExecChannel } from '../operations/workload-streams';
 import { httpErrorFor } from './http-errors';
+import { responseGone, sendNdjson } from './ndjson-responses';
 import { workloadView } from './views';
 import { EXEC_CHANNELS, workloadStreamSchemas } from './workload-stream-schemas';
 
@@ -22,11 +23,56 @@ export interface WorkloadStreamRouteOptions {
 }
 
 /** The part of a `ws` WebSocket this uses (its types are not installed). */
-interface WebSocket {
+export interface WebSocket {
   on(event: 'message', listener: (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => void): void;
   once(event: 'close', listener: () => void): void;
-  send(data: Buffer): void;
+  /** `written` runs once the frame has been written out to the connection (with an error if it never will be). */
+  send(data: Buffer, written?: (err?: Error) => void): void;
   close(code?: number, reason?: string): void;
+  /** Stops and restarts reading frames from the connection. */
+  pause(): void;
+  resume(): void;
+}
+
+/** Most exec output a WebSocket may hold unsent; past it the upstream is not read until it drains (so the command waits). */
+export const EXEC_SOCKET_BUFFER_BYTES = 1024 * 1024;
+/** Stdin frames handed upstream and not yet accepted before the socket stops reading the client. */
+const EXEC_STDIN_PENDING_FRAMES = 8;
+
+/**
+ * The bytes handed to a WebSocket that are not yet written out to its
+ * connection (ws calls a send's callback once they are). A client that reads
+ * slowly keeps them from going down; `room()` waits until they are back
+ * under the bound, and whoever awaits it stops reading upstream meanwhile.
+ */
+export class SocketSendWindow {
+  private unsentBytes = 0;
+  private waiting: (() => void)[] = [];
+
+  constructor(
+    private readonly socket: Pick<WebSocket, 'send'>,
+    private readonly maxUnsentBytes = EXEC_SOCKET_BUFFER_BYTES,
+  ) {}
+
+  send(data: Buffer): void {
+    this.unsentBytes += data.length;
+    this.socket.send(data, () => {
+      this.unsentBytes -= data.length;
+      if (this.unsentBytes <= this.maxUnsentBytes) this.release();
+    });
+  }
+
+  room(): Promise<void> {
+    if (this.unsentBytes <= this.maxUnsentBytes) return Promise.resolve();
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  /** Lets every waiter go (also when the socket has closed: the output loop then finds the channel closed). */
+  release(): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const resolve of waiting) resolve();
+  }
 }
 
 interface IdParams {
@@ -51,17 +97,6 @@ declare module 'fastify' {
 /** What a too-large upload is answered with: the framework's own 413 entry in the one error switch. */
 function payloadTooLarge(): Error {
   return Object.assign(new Error('payload too large'), { code: 'FST_ERR_CTP_BODY_TOO_LARGE', statusCode: 413 });
-}
-
-/**
- * Aborts when the response is over: sent, or cut short because the client
- * went away. (The request's own 'close' fires as soon as its body has been
- * read, which is no sign of the client leaving.)
- */
-function gone(reply: FastifyReply): AbortSignal {
-  const controller = new AbortController();
-  reply.raw.once('close', () => controller.abort());
-  return controller.signal;
 }
 
 export async function registerWorkloadStreamRoutes(api: FastifyInstance, options: WorkloadStreamRouteOptions): Promise<void> {
@@ -116,6 +151,8 @@ export async function registerWorkloadStreamRoutes(api: FastifyInstance, options
       {
         schema: workloadStreamSchemas.putWorkloadFile,
         bodyLimit: Number.MAX_SAFE_INTEGER,
+        // A large file takes longer to arrive than an ordinary request may (request-timeouts.ts).
+        config: { longRequest: 'upload' },
         preValidation: async (request) => {
           const length = Number(request.headers['content-length']);
           if (Number.isFinite(length) && length > options.fileMaxBytes) throw payloadTooLarge();
@@ -125,7 +162,7 @@ export async function registerWorkloadStreamRoutes(api: FastifyInstance, options
         const body = (request.body ?? request.raw) as AsyncIterable<Buffer>;
         const mode = request.query.mode === undefined ? undefined : parseInt(request.query.mode, 8);
         try {
-          const written = await operations.writeWorkloadFile({ ...callerOf(request), signal: gone(reply) }, request.params.id, request.query.path, body, {
+          const written = await operations.writeWorkloadFile({ ...callerOf(request), signal: responseGone(reply) }, request.params.id, request.query.path, body, {
             mode,
             maxBytes: options.fileMaxBytes,
           });
@@ -142,7 +179,7 @@ export async function registerWorkloadStreamRoutes(api: FastifyInstance, options
     '/v1/workloads/:id/files',
     { schema: workloadStreamSchemas.getWorkloadFile },
     async (request, reply) => {
-      const ctx = { ...callerOf(request), signal: gone(reply) };
+      const ctx = { ...callerOf(request), signal: responseGone(reply) };
       if (request.query.list) {
         const entries = await operations.listWorkloadDirectory(ctx, request.params.id, request.query.path);
         return reply.type('application/json; charset=utf-8').send({ path: request.query.path, entries });
@@ -165,23 +202,27 @@ export async function registerWorkloadStreamRoutes(api: FastifyInstance, options
     },
   );
 
+  api.get<{ Params: IdParams }>('/v1/workloads/:id/snapshots', { schema: workloadStreamSchemas.listWorkloadSnapshots }, async (request) => {
+    return { snapshots: await operations.listWorkloadSnapshots(callerOf(request), request.params.id) };
+  });
+
+  api.delete<{ Params: IdParams & { snapshotId: string } }>(
+    '/v1/workloads/:id/snapshots/:snapshotId',
+    { schema: workloadStreamSchemas.deleteWorkloadSnapshot },
+    async (request, reply) => {
+      // Idempotent: a snapshot already gone answers the same.
+      await operations.deleteWorkloadSnapshot(callerOf(request), request.params.id, request.params.snapshotId);
+      return reply.code(204).send();
+    },
+  );
+
   api.post<{ Params: IdParams; Body: { leavePaused?: boolean } | null | undefined }>(
     '/v1/workloads/:id/snapshots',
     { schema: workloadStreamSchemas.snapshotWorkload },
     async (request, reply) => {
-      const ctx = { ...callerOf(request), signal: gone(reply) };
+      const ctx = { ...callerOf(request), signal: responseGone(reply) };
       const events = await operations.snapshotWorkload(ctx, request.params.id, { leavePaused: request.body?.leavePaused ?? false });
-      const lines = (async function* () {
-        try {
-          for await (const event of events) yield Buffer.from(`${JSON.stringify(event)}\n`);
-        } catch (err) {
-          // Headers are out: the failure becomes the last line.
-          const failure = httpErrorFor(err);
-          if (failure.serverFault) logger.error('snapshot stream failed', { reqId: request.id, err });
-          yield Buffer.from(`${JSON.stringify({ type: 'error', ...failure.body })}\n`);
-        }
-      })();
-      return reply.type('application/x-ndjson').header('cache-control', 'no-store').send(streamOf(lines, () => undefined));
+      return sendNdjson(reply, events, (err) => logger.error('snapshot stream failed', { reqId: request.id, err }));
     },
   );
 }
@@ -203,6 +244,17 @@ function frame(channel: number, payload: Buffer | string = Buffer.alloc(0)): Buf
 /** Both directions of one exec over its WebSocket. */
 function pumpExec(socket: WebSocket, channel: ExecChannel, logger: Logger, reqId: string): void {
   let finished = false;
+  const window = new SocketSendWindow(socket);
+  // Input: frames the upstream has not accepted yet hold the client back (the socket stops reading).
+  let pendingInput = 0;
+  let inputPaused = false;
+  const inputAccepted = () => {
+    pendingInput--;
+    if (inputPaused && pendingInput === 0) {
+      inputPaused = false;
+      socket.resume();
+    }
+  };
   socket.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
     if (finished) return;
     if (!isBinary) {
@@ -231,10 +283,19 @@ function pumpExec(socket: WebSocket, channel: ExecChannel, logger: Logger, reqId
           return Promise.resolve();
       }
     })();
-    send.catch((err: unknown) => fail(err));
+    pendingInput++;
+    if (!inputPaused && pendingInput >= EXEC_STDIN_PENDING_FRAMES) {
+      inputPaused = true;
+      socket.pause();
+    }
+    send.then(inputAccepted, (err: unknown) => {
+      inputAccepted();
+      fail(err);
+    });
   });
   socket.once('close', () => {
     finished = true;
+    window.release();
     channel.close();
   });
   const fail = (err: unknown) => {
@@ -255,7 +316,9 @@ function pumpExec(socket: WebSocket, channel: ExecChannel, logger: Logger, reqId
           socket.close(1000);
           return;
         }
-        socket.send(frame(output.type === 'stdout' ? EXEC_CHANNELS.stdout : EXEC_CHANNELS.stderr, output.data));
+        // The next output is read from upstream only once the client has taken this far.
+        window.send(frame(output.type === 'stdout' ? EXEC_CHANNELS.stdout : EXEC_CHANNELS.stderr, output.data));
+        await window.room();
       }
       // Ended without an exit: the upstream went away.
       if (!finished) fail(Object.assign(new Error('exec ended without an exit status')));

@@ -24,6 +24,17 @@ export const EXEC_FRAMING = [
 
 const pathQuery = { type: 'string', minLength: 1, maxLength: FILE_PATH_MAX_LENGTH, pattern: '^/', description: 'absolute path inside the workload; no `..`' };
 
+/** `/v1/workloads/{id}/snapshots/{snapshotId}`. */
+const snapshotParams = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'snapshotId'],
+  properties: {
+    id: { type: 'string', minLength: 1, maxLength: RESOURCE_ID.maxLength, pattern: RESOURCE_ID.pattern },
+    snapshotId: { type: 'string', maxLength: SNAPSHOT_ID.maxLength, pattern: SNAPSHOT_ID.pattern },
+  },
+} as const;
+
 export const workloadStreamSchemas = {
   execWorkload: {
     tags: ['workloads'],
@@ -125,21 +136,51 @@ export const workloadStreamSchemas = {
     summary: 'Start a new workload from a snapshot',
     description:
       'A new workload with the source\'s spec, on the host that holds the snapshot, started from the snapshot\'s memory and device state (it resumes where the source was, rather than booting). 404 for an unknown snapshot; 409 when the driver cannot restore.',
-    params: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['id', 'snapshotId'],
-      properties: {
-        id: { type: 'string', minLength: 1, maxLength: RESOURCE_ID.maxLength, pattern: RESOURCE_ID.pattern },
-        snapshotId: { type: 'string', maxLength: SNAPSHOT_ID.maxLength, pattern: SNAPSHOT_ID.pattern },
-      },
-    },
+    params: snapshotParams,
     body: {
       type: ['object', 'null'],
       additionalProperties: false,
       properties: { name: { type: 'string', maxLength: 63, pattern: '^[a-z0-9]([a-z0-9-]*[a-z0-9])?$', description: 'default: "<source name>-restored"' } },
     },
     response: { 201: { $ref: `${SCHEMA_IDS.workload}#` }, ...authenticatedErrors, ...errorResponses(404, 409) },
+  },
+  listWorkloadSnapshots: {
+    tags: ['workloads'],
+    summary: "List a workload's memory snapshots",
+    description:
+      "The snapshots held on the workload's host, oldest first, including those of a stopped workload (they go with its teardown). `sizeBytes` is the host storage they take (allocated blocks, not apparent length).",
+    params: idParams,
+    response: {
+      200: {
+        type: 'object',
+        required: ['snapshots'],
+        properties: {
+          snapshots: {
+            type: 'array',
+            items: {
+              type: 'object',
+              required: ['id', 'sourceWorkloadId', 'createdAt', 'sizeBytes', 'driver'],
+              properties: {
+                id: { type: 'string', description: 'snapshot id, as POST …/snapshots returned it' },
+                sourceWorkloadId: { type: 'string', description: 'the workload it was taken of' },
+                createdAt: { type: ['string', 'null'], format: 'date-time' },
+                sizeBytes: { type: 'integer', description: 'host storage it takes (allocated blocks)' },
+                driver: { type: 'string', description: 'the driver that took it (empty for snapshots older than this field)' },
+              },
+            },
+          },
+        },
+      },
+      ...authenticatedErrors,
+      ...errorResponses(404),
+    },
+  },
+  deleteWorkloadSnapshot: {
+    tags: ['workloads'],
+    summary: 'Delete a memory snapshot',
+    description: 'Removes the snapshot from its host. Idempotent: deleting a snapshot that is not there answers 204 as well. 409 while the snapshot is being taken or a restore from it is under way.',
+    params: snapshotParams,
+    response: { 204: { description: 'deleted (or already absent)', type: 'null' }, ...authenticatedErrors, ...errorResponses(404, 409) },
   },
   snapshotWorkload: {
     tags: ['workloads'],

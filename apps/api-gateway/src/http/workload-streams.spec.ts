@@ -202,6 +202,38 @@ describe('REST exec, files and snapshots', () => {
       expect((await app.inject({ method: 'POST', url: `/v1/workloads/${workloadId}/snapshots/snap-1-abc/restore`, headers: auth(OTHER_KEY) })).statusCode).toBe(404);
     });
 
+    it('lists snapshots (GET) and deletes them idempotently (DELETE → 204, again 204); 409 while in use, 400 for a malformed id, 404 for another team', async () => {
+      streams.snapshots.set(workloadId, [
+        { snapshotId: 'snap-1-abc', sourceWorkloadId: workloadId, createdAt: new Date('2026-01-01T00:00:00Z'), sizeBytes: 4096, driver: 'qemu' },
+        { snapshotId: 'snap-2-def', sourceWorkloadId: workloadId, createdAt: undefined, sizeBytes: 0, driver: '' },
+      ]);
+      const list = await app.inject({ method: 'GET', url: `/v1/workloads/${workloadId}/snapshots`, headers: auth() });
+      expect(list.statusCode).toBe(200);
+      expect(list.json()).toEqual({
+        snapshots: [
+          { id: 'snap-1-abc', sourceWorkloadId: workloadId, createdAt: '2026-01-01T00:00:00.000Z', sizeBytes: 4096, driver: 'qemu' },
+          { id: 'snap-2-def', sourceWorkloadId: workloadId, createdAt: null, sizeBytes: 0, driver: '' },
+        ],
+      });
+      expect(streams.calls).toContainEqual({ method: 'listSnapshots', request: { id: workloadId, teamId: 'team-a' } });
+
+      const del = await app.inject({ method: 'DELETE', url: `/v1/workloads/${workloadId}/snapshots/snap-1-abc`, headers: auth() });
+      expect(del.statusCode).toBe(204);
+      expect(del.body).toBe('');
+      expect(streams.calls).toContainEqual({ method: 'deleteSnapshot', request: { id: workloadId, teamId: 'team-a', snapshotId: 'snap-1-abc' } });
+      expect((await app.inject({ method: 'DELETE', url: `/v1/workloads/${workloadId}/snapshots/snap-1-abc`, headers: auth() })).statusCode).toBe(204);
+      expect((await app.inject({ method: 'GET', url: `/v1/workloads/${workloadId}/snapshots`, headers: auth() })).json().snapshots.map((s: { id: string }) => s.id)).toEqual(['snap-2-def']);
+
+      streams.snapshotsInUse.add('snap-2-def');
+      const busy = await app.inject({ method: 'DELETE', url: `/v1/workloads/${workloadId}/snapshots/snap-2-def`, headers: auth() });
+      expect(busy.statusCode).toBe(409);
+      const bad = await app.inject({ method: 'DELETE', url: `/v1/workloads/${workloadId}/snapshots/..%2Fetc`, headers: auth() });
+      expect(bad.statusCode).toBe(400);
+      expect(bad.json().message).toMatch(/snapshotId/);
+      expect((await app.inject({ method: 'GET', url: `/v1/workloads/${workloadId}/snapshots`, headers: auth(OTHER_KEY) })).statusCode).toBe(404);
+      expect((await app.inject({ method: 'DELETE', url: `/v1/workloads/${workloadId}/snapshots/snap-2-def`, headers: auth(OTHER_KEY) })).statusCode).toBe(404);
+    });
+
     it('takes an empty body, and answers 404 for another team', async () => {
       expect((await app.inject({ method: 'POST', url: `/v1/workloads/${workloadId}/snapshots`, headers: auth() })).statusCode).toBe(200);
       expect((await app.inject({ method: 'POST', url: `/v1/workloads/${workloadId}/snapshots`, headers: auth(OTHER_KEY) })).statusCode).toBe(404);

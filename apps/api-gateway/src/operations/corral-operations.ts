@@ -36,6 +36,8 @@ export interface RegistrationTokenInput {
   /** 0 or absent: the default. */
   ttlSeconds?: number;
   description?: string;
+  /** Which hosts may register with it; absent or empty: any host. host-registry validates it (fields `scope.*`). */
+  scope?: { namePattern?: string; labels?: Record<string, string> };
 }
 
 export interface WorkloadLogs {
@@ -126,8 +128,9 @@ export function createCorralOperations(ports: CorralPorts): CorralOperations {
       if (description.length > REGISTRATION_TOKEN_DESCRIPTION_MAX_LENGTH) {
         throw new InvalidArgumentError(`description may have at most ${REGISTRATION_TOKEN_DESCRIPTION_MAX_LENGTH} characters`, { field: 'description' });
       }
-      // No scope yet over the public API: any host may register with the token.
-      const res = await hostRegistry.createRegistrationToken({ ttlSeconds, teamId, description, scope: undefined }, opts(ctx));
+      // host-registry checks the scope and names the field it refuses (`scope.namePattern`, `scope.labels.<key>`).
+      const scope = input.scope ? { namePattern: input.scope.namePattern ?? '', labels: { ...(input.scope.labels ?? {}) } } : undefined;
+      const res = await hostRegistry.createRegistrationToken({ ttlSeconds, teamId, description, scope }, opts(ctx));
       return { id: res.id, token: res.token, expiresAt: present(res.expiresAt, 'an expiry') };
     },
 
@@ -180,7 +183,8 @@ export function createCorralOperations(ports: CorralPorts): CorralOperations {
         const res = await scheduler.destroyWorkload({ id: checkId(id), teamId: teamScopeOf(ctx.caller), force: true, timeoutSeconds: 0 }, { ...opts(ctx), deadlineMs: PURGE_DEADLINE_MS });
         return present(res.workload, 'a workload');
       }
-      const res = await scheduler.stopWorkload({ id: checkId(id), teamId: teamScopeOf(ctx.caller), timeoutSeconds: 0 }, opts(ctx));
+      // A stop waits out the workload's grace period (scheduler default 10 s) and the kill after it: more than the backend deadline.
+      const res = await scheduler.stopWorkload({ id: checkId(id), teamId: teamScopeOf(ctx.caller), timeoutSeconds: 0 }, { ...opts(ctx), deadlineMs: PURGE_DEADLINE_MS });
       return present(res.workload, 'a workload');
     },
 

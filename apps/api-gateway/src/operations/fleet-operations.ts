@@ -1,5 +1,5 @@
 import { InternalError, NotFoundError, PermissionDeniedError, isCorralError } from '@corral/domain';
-import type { hostRegistryV1 } from '@corral/proto';
+import type { hostRegistryV1, schedulerV1 } from '@corral/proto';
 import { HostInUseError } from '../errors/host-in-use';
 import { teamScopeOf } from './caller';
 import type { OperationContext } from './corral-operations';
@@ -21,6 +21,9 @@ const STOP_CONCURRENCY = 4;
  */
 export const FORCE_STOP_GRACE_SECONDS = 5;
 
+/** How long a drain with migrate may take in all (every workload of the host, max_parallel at a time). */
+export const MIGRATE_DEADLINE_MS = 30 * 60_000;
+
 export interface DeleteHostResult {
   id: string;
   /** False when the host had already been deleted. */
@@ -36,6 +39,12 @@ export interface DeleteHostResult {
 export interface FleetOperations {
   /** No new placements on the host. Idempotent. */
   drainHost(ctx: OperationContext, id: string): Promise<hostRegistryV1.Host>;
+  /**
+   * Moves the live workloads of a draining host to other hosts, at most
+   * `maxParallel` at a time (scheduler MigrateHostWorkloads): one outcome
+   * per workload. Idempotent. Call after drainHost.
+   */
+  migrateHostWorkloads(ctx: OperationContext, id: string, options: { maxParallel?: number }): Promise<schedulerV1.WorkloadMigration[]>;
   /** Takes placements again. Idempotent. */
   undrainHost(ctx: OperationContext, id: string): Promise<hostRegistryV1.Host>;
   /**
@@ -97,6 +106,16 @@ export function createFleetOperations(ports: CorralPorts, checkId: (id: string) 
     async drainHost(ctx, id) {
       const res = await hostRegistry.drainHost({ id: checkId(id), teamId: teamScopeOf(ctx.caller) }, opts(ctx));
       return present(res.host, 'a host');
+    },
+
+    async migrateHostWorkloads(ctx, id, { maxParallel }) {
+      // host-registry has applied the caller's rules by draining it; the scheduler moves only the caller's team's workloads.
+      const res = await scheduler.migrateHostWorkloads(
+        { hostId: checkId(id), teamId: teamScopeOf(ctx.caller), maxParallel: maxParallel ?? 1, readyTimeoutSeconds: 0 },
+        // Each move waits for its replacement to run and its original to stop: far beyond an ordinary backend call.
+        { ...opts(ctx), deadlineMs: MIGRATE_DEADLINE_MS },
+      );
+      return res.migrations;
     },
 
     async undrainHost(ctx, id) {

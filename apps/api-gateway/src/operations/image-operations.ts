@@ -3,6 +3,8 @@ import { openBidiStream, type BidiCall, type PromiseClient, type StreamCallOpts 
 import type { schedulerV1 } from '@corral/proto';
 import { teamScopeOf } from './caller';
 import type { OperationContext } from './corral-operations';
+import { primed } from './primed';
+import { progressEventsOf } from './progress-events';
 
 // Image archives imported into a host's image store, and its listing:
 // input is checked here (ref, format, host id), the caller's team goes to
@@ -14,24 +16,40 @@ export const IMAGE_FORMATS = ['rootfs-tar', 'oci-archive', 'docker-archive'] as 
 // docker's reference grammar without digests (the agent checks the same).
 export const IMAGE_REF_PATTERN = '^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$';
 const imageRef = new RegExp(IMAGE_REF_PATTERN);
+// What may be pulled: [registry/]repository[:tag][@sha256:digest] (the agent checks the same, see its image-pull.ts).
+export const PULL_REF_PATTERN =
+  '^(?:[a-z0-9]+(?:[.-][a-z0-9]+)*(?::[0-9]{1,5})?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$';
+const pullRef = new RegExp(PULL_REF_PATTERN);
 const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /** The scheduler's image calls. */
 export interface HostImagesPort {
   importImage(opts?: StreamCallOpts): BidiCall<schedulerV1.ImportHostImageRequest, schedulerV1.ImportHostImageResponse>;
   listImages(request: schedulerV1.ListHostImagesRequest, opts?: StreamCallOpts): Promise<schedulerV1.ListHostImagesResponse>;
+  pullImage(request: schedulerV1.PullHostImageRequest, opts?: StreamCallOpts): AsyncIterable<schedulerV1.PullHostImageResponse>;
 }
 
 export function schedulerHostImages(client: PromiseClient<schedulerV1.SchedulerServiceClient>): HostImagesPort {
   return {
     importImage: (opts = {}) => openBidiStream((md, o) => client.raw.importHostImage(md, o), opts),
     listImages: (request, opts = {}) => client.listHostImages(request, opts.signal ? { signal: opts.signal } : {}),
+    // No deadline: a pull of a large image takes as long as the registry needs (the agent has its own timeout).
+    pullImage: (request, opts = {}) => client.stream('pullHostImage', request, opts),
   };
 }
 
 export type ImageEvent =
   | { type: 'progress'; phase: string; receivedBytes: number; consumedBytes: number; totalBytes: number }
   | { type: 'result'; imageId: string; ref: string; bytes: number };
+
+export type PullEvent =
+  | { type: 'progress'; phase: string; ref: string; digest?: string; blobs: number; alreadyPresent?: boolean }
+  | { type: 'result'; imageId: string; ref: string; digest: string };
+
+export interface PullImageInput {
+  ref: string;
+  credentials?: { username?: string; password?: string };
+}
 
 export interface ImageView {
   imageId: string;
@@ -51,6 +69,8 @@ export interface ImportImageInput {
 export interface ImageOperations {
   importHostImage(ctx: OperationContext, hostId: string, input: ImportImageInput, content: AsyncIterable<Buffer>): Promise<AsyncIterable<ImageEvent>>;
   listHostImages(ctx: OperationContext, hostId: string): Promise<ImageView[]>;
+  /** Progress events, then the result; refusals before the first event are thrown. */
+  pullHostImage(ctx: OperationContext, hostId: string, input: PullImageInput): Promise<AsyncIterable<PullEvent>>;
 }
 
 function checkHostId(hostId: string): string {
@@ -59,6 +79,20 @@ function checkHostId(hostId: string): string {
 }
 
 const CHUNK = 64 * 1024;
+
+/** Both or neither; checked here so a REST and a gRPC caller hear the same field names. Never echoed. */
+function checkCredentials(credentials: PullImageInput['credentials']): { username: string; password: string } | undefined {
+  const username = credentials?.username ?? '';
+  const password = credentials?.password ?? '';
+  if (!username && !password) return undefined;
+  if (typeof username !== 'string' || !username || username.length > 256 || /[:\s]/.test(username)) {
+    throw new InvalidArgumentError('credentials.username must be 1-256 characters without ":" or spaces', { field: 'credentials.username' });
+  }
+  if (typeof password !== 'string' || !password || password.length > 4096 || /[\r\n]/.test(password)) {
+    throw new InvalidArgumentError('credentials.password must be 1-4096 characters on one line', { field: 'credentials.password' });
+  }
+  return { username, password };
+}
 
 export function createImageOperations(port: HostImagesPort | undefined): ImageOperations {
   const images = () => {
@@ -105,11 +139,7 @@ export function createImageOperations(port: HostImagesPort | undefined): ImageOp
       })();
       const events = (async function* (): AsyncGenerator<ImageEvent> {
         try {
-          for await (const message of call.responses) {
-            const kind = message.kind;
-            if (kind?.$case === 'progress') yield { type: 'progress', ...kind.value };
-            else if (kind?.$case === 'result') yield { type: 'result', ...kind.value };
-          }
+          yield* progressEventsOf(call.responses);
         } catch (err) {
           if (overflow) throw tooLarge();
           if (isCorralError(uploadFailure)) throw uploadFailure;
@@ -118,13 +148,24 @@ export function createImageOperations(port: HostImagesPort | undefined): ImageOp
         if (overflow) throw tooLarge();
       })();
       // Errors before the first answer (refusals, limits) become ordinary statuses.
-      const iterator = events[Symbol.asyncIterator]();
-      const first = await iterator.next();
-      return (async function* () {
-        if (first.done) return;
-        yield first.value;
-        yield* { [Symbol.asyncIterator]: () => iterator };
-      })();
+      return primed(events);
+    },
+    async pullHostImage(ctx, hostId, input) {
+      checkHostId(hostId);
+      if (typeof input.ref !== 'string' || input.ref.length > 512 || !pullRef.test(input.ref)) {
+        throw new InvalidArgumentError('ref must be an image reference such as docker.io/library/busybox:1.36', { field: 'ref' });
+      }
+      const credentials = checkCredentials(input.credentials);
+      const upstream = images().pullImage(
+        { hostId, teamId: teamScopeOf(ctx.caller), image: { driver: 'podman', ref: input.ref, credentials } },
+        ctx.signal ? { signal: ctx.signal } : {},
+      );
+      // Empty digests and a false alreadyPresent are left out of the events (proto3 cannot tell them from absent).
+      const events: AsyncIterable<PullEvent> = progressEventsOf(upstream, {
+        progress: (p) => ({ phase: p.phase, ref: p.ref, ...(p.digest ? { digest: p.digest } : {}), blobs: p.blobs, ...(p.alreadyPresent ? { alreadyPresent: true } : {}) }),
+        result: (r) => ({ imageId: r.imageId, ref: r.ref, digest: r.digest }),
+      });
+      return primed(events);
     },
     async listHostImages(ctx, hostId) {
       checkHostId(hostId);

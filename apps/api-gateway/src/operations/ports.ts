@@ -9,6 +9,8 @@ import type { Caller } from './caller';
 export type WorkloadScheduler = Pick<
   PromiseClient<schedulerV1.SchedulerServiceClient>,
   'createWorkload' | 'getWorkload' | 'listWorkloads' | 'stopWorkload' | 'getWorkloadLogs' | 'pauseWorkload' | 'resumeWorkload' | 'restoreWorkload' | 'destroyWorkload'
+  // drain that moves workloads away (operations/fleet-operations.ts)
+  | 'migrateHostWorkloads'
 > & {
   /** The scheduler's StreamWorkloadLogs; leaving the loop or aborting `opts.signal` cancels it. */
   stream(
@@ -46,6 +48,8 @@ export interface WorkloadStreams {
   readFile(request: schedulerV1.ReadWorkloadFileRequest, opts?: StreamCallOpts): AsyncIterable<schedulerV1.ReadWorkloadFileResponse>;
   listDirectory(request: schedulerV1.ListWorkloadDirectoryRequest, opts?: StreamCallOpts): Promise<schedulerV1.ListWorkloadDirectoryResponse>;
   snapshot(request: schedulerV1.SnapshotWorkloadRequest, opts?: StreamCallOpts): AsyncIterable<schedulerV1.SnapshotWorkloadResponse>;
+  listSnapshots(request: schedulerV1.ListWorkloadSnapshotsRequest, opts?: StreamCallOpts): Promise<schedulerV1.ListWorkloadSnapshotsResponse>;
+  deleteSnapshot(request: schedulerV1.DeleteWorkloadSnapshotRequest, opts?: StreamCallOpts): Promise<schedulerV1.DeleteWorkloadSnapshotResponse>;
 }
 
 export interface CorralPorts {

@@ -10,5 +10,7 @@ export function schedulerWorkloadStreams(client: PromiseClient<schedulerV1.Sched
     readFile: (request, opts = {}) => client.stream('readWorkloadFile', request, opts),
     listDirectory: (request, opts = {}) => client.listWorkloadDirectory(request, opts.signal ? { signal: opts.signal } : {}),
     snapshot: (request, opts = {}) => client.stream('snapshotWorkload', request, opts),
+    listSnapshots: (request, opts = {}) => client.listWorkloadSnapshots(request, opts.signal ? { signal: opts.signal } : {}),
+    deleteSnapshot: (request, opts = {}) => client.deleteWorkloadSnapshot(request, opts.signal ? { signal: opts.signal } : {}),
   };
 }

@@ -2,6 +2,8 @@ import { InternalError, InvalidArgumentError, UnavailableError, isCorralError, R
 import type { schedulerV1 } from '@corral/proto';
 import { teamScopeOf } from './caller';
 import type { OperationContext } from './corral-operations';
+import { primed } from './primed';
+import { progressEventsOf } from './progress-events';
 import type { CorralPorts, WorkloadStreams } from './ports';
 
 // Exec, files and snapshots in the public API (REST and gRPC alike): checked
@@ -43,6 +45,16 @@ export interface FileEntryView {
   modifiedAt: string | null;
 }
 
+export interface SnapshotView {
+  id: string;
+  /** The workload it was taken of (restore it through that workload). */
+  sourceWorkloadId: string;
+  createdAt: string | null;
+  /** Host storage it takes (allocated blocks). */
+  sizeBytes: number;
+  driver: string;
+}
+
 export type SnapshotEvent =
   | { type: 'progress'; status: string; transferredBytes: number; totalBytes: number; remainingBytes: number; elapsedMs: number }
   | { type: 'result'; snapshotId: string; bytes: number; durationMs: number };
@@ -56,10 +68,21 @@ export interface WorkloadStreamOperations {
   snapshotWorkload(ctx: OperationContext, id: string, options: { leavePaused?: boolean }): Promise<AsyncIterable<SnapshotEvent>>;
   /** A new workload started from snapshot `snapshotId` of workload `id`, on the snapshot's host. */
   restoreWorkload(ctx: OperationContext, id: string, snapshotId: string, options: { name?: string }): Promise<schedulerV1.Workload>;
+  /** The snapshots of workload `id` on its host, oldest first. */
+  listWorkloadSnapshots(ctx: OperationContext, id: string): Promise<SnapshotView[]>;
+  /** Idempotent: false when there was nothing to delete. */
+  deleteWorkloadSnapshot(ctx: OperationContext, id: string, snapshotId: string): Promise<{ deleted: boolean }>;
 }
 
 export const SNAPSHOT_ID = { pattern: '^snap-[0-9A-Za-z]+-[0-9a-f]+$', maxLength: 64 } as const;
 const snapshotIdPattern = new RegExp(SNAPSHOT_ID.pattern);
+
+function checkSnapshotId(snapshotId: string): string {
+  if (typeof snapshotId !== 'string' || snapshotId.length > SNAPSHOT_ID.maxLength || !snapshotIdPattern.test(snapshotId)) {
+    throw new InvalidArgumentError('snapshotId is malformed', { field: 'snapshotId' });
+  }
+  return snapshotId;
+}
 
 function checkPath(path: string): string {
   if (typeof path !== 'string' || path.length === 0) throw new InvalidArgumentError('path is required', { field: 'path' });
@@ -100,25 +123,6 @@ function checkPathField(path: string, field: string): void {
     if (err instanceof InvalidArgumentError) throw new InvalidArgumentError(err.message.replace(/^path/, field), { field });
     throw err;
   }
-}
-
-/** The first value of an async iterable, and the iterable of all of them (first included): errors before any content surface here. */
-async function primed<T>(source: AsyncIterable<T>): Promise<AsyncIterable<T>> {
-  const iterator = source[Symbol.asyncIterator]();
-  const first = await iterator.next();
-  return (async function* () {
-    try {
-      if (first.done) return;
-      yield first.value;
-      for (;;) {
-        const next = await iterator.next();
-        if (next.done) return;
-        yield next.value;
-      }
-    } finally {
-      await iterator.return?.();
-    }
-  })();
 }
 
 export function createWorkloadStreamOperations(ports: CorralPorts, checkId: (id: string) => string): WorkloadStreamOperations {
@@ -254,18 +258,27 @@ export function createWorkloadStreamOperations(ports: CorralPorts, checkId: (id:
       return res.workload;
     },
 
+    async listWorkloadSnapshots(ctx, id) {
+      const res = await streams().listSnapshots(await visible(ctx, id), opts(ctx));
+      return res.snapshots.map((s) => ({
+        id: s.snapshotId,
+        sourceWorkloadId: s.sourceWorkloadId,
+        createdAt: s.createdAt ? s.createdAt.toISOString() : null,
+        sizeBytes: s.sizeBytes,
+        driver: s.driver,
+      }));
+    },
+
+    async deleteWorkloadSnapshot(ctx, id, snapshotId) {
+      checkSnapshotId(snapshotId);
+      const res = await streams().deleteSnapshot({ ...(await visible(ctx, id)), snapshotId }, opts(ctx));
+      return { deleted: res.deleted };
+    },
+
     async snapshotWorkload(ctx, id, options) {
       const request = { ...(await visible(ctx, id)), leavePaused: options.leavePaused ?? false };
       const events = streams().snapshot(request, opts(ctx));
-      return primed(
-        (async function* (): AsyncGenerator<SnapshotEvent> {
-          for await (const message of events) {
-            const kind = message.kind;
-            if (kind?.$case === 'progress') yield { type: 'progress', ...kind.value };
-            else if (kind?.$case === 'result') yield { type: 'result', ...kind.value };
-          }
-        })(),
-      );
+      return primed<SnapshotEvent>(progressEventsOf(events));
     },
   };
 }

@@ -14,7 +14,7 @@ import {
   workloadExtrasToWire,
   type InstanceState,
 } from '@corral/domain';
-import { HostStatus, eventsV1, hostRegistryV1, schedulerV1 } from '@corral/proto';
+import { HostStatus, eventsV1, hostRegistryV1, schedulerV1, type agentV1 } from '@corral/proto';
 import type { Caller } from '../operations/caller';
 import { AsyncQueue, type BidiCall, type StreamCallOpts } from '@corral/grpc';
 import type { ApiKeyAuthenticator, HostRegistry, WorkloadScheduler, WorkloadStreams } from '../operations/ports';
@@ -123,6 +123,22 @@ export class FakeScheduler implements WorkloadScheduler {
           (!request.hostId || w.hostId === request.hostId) &&
           !(request.excludeTerminal && terminal.includes(w.state)),
       ),
+    };
+  }
+
+  /** Like the scheduler: each live workload of the host gets a replacement on `migrationTarget`, the original is retired. */
+  migrationTarget = 'h-elsewhere';
+  async migrateHostWorkloads(request: schedulerV1.MigrateHostWorkloadsRequest): Promise<schedulerV1.MigrateHostWorkloadsResponse> {
+    this.enter('migrateHostWorkloads', request);
+    const terminal = ['INSTANCE_STATE_STOPPED', 'INSTANCE_STATE_FAILED', 'INSTANCE_STATE_RETIRED'];
+    const live = [...this.workloads.values()].filter((w) => w.hostId === request.hostId && !terminal.includes(w.state) && (request.teamId === '' || w.teamId === request.teamId));
+    return {
+      migrations: live.map((w) => {
+        const { state: _state, ...spec } = w;
+        const replacement = this.add({ ...spec, id: randomUUID(), hostId: this.migrationTarget, state: 'running' });
+        w.state = instanceStateToProto('retired');
+        return { workloadId: w.id, name: w.name, outcome: 'moved', replacementId: replacement.id, toHostId: this.migrationTarget, reason: `replaced by ${replacement.id}, running` };
+      }),
     };
   }
 
@@ -445,6 +461,25 @@ export class FakeWorkloadStreams implements WorkloadStreams {
       .filter(([p]) => p.startsWith(prefix) && !p.slice(prefix.length).includes('/'))
       .map(([p, c]) => ({ name: p.slice(prefix.length), kind: 'file', sizeBytes: c.length, mode: 0o644, modifiedAt: new Date('2026-01-01T00:00:00Z') }));
     return { entries };
+  }
+
+  /** Snapshots per workload id, as listSnapshots answers them. */
+  readonly snapshots = new Map<string, agentV1.SnapshotInfo[]>();
+  /** Snapshots whose delete is refused as "a restore from it is under way". */
+  readonly snapshotsInUse = new Set<string>();
+
+  async listSnapshots(request: schedulerV1.ListWorkloadSnapshotsRequest): Promise<schedulerV1.ListWorkloadSnapshotsResponse> {
+    this.calls.push({ method: 'listSnapshots', request });
+    return { snapshots: this.snapshots.get(request.id) ?? [] };
+  }
+
+  async deleteSnapshot(request: schedulerV1.DeleteWorkloadSnapshotRequest): Promise<schedulerV1.DeleteWorkloadSnapshotResponse> {
+    this.calls.push({ method: 'deleteSnapshot', request });
+    if (this.snapshotsInUse.has(request.snapshotId)) throw new FailedPreconditionError(`snapshot ${request.snapshotId} is in use: a restore from it is under way`, { field: 'snapshotId' });
+    const list = this.snapshots.get(request.id) ?? [];
+    const kept = list.filter((s) => s.snapshotId !== request.snapshotId);
+    this.snapshots.set(request.id, kept);
+    return { deleted: kept.length !== list.length };
   }
 
   async *snapshot(request: schedulerV1.SnapshotWorkloadRequest): AsyncGenerator<schedulerV1.SnapshotWorkloadResponse> {

@@ -36,6 +36,19 @@ export class FakeHostImages implements HostImagesPort {
     };
   }
 
+  readonly pulls: schedulerV1.PullHostImageRequest[] = [];
+
+  /** Two progress lines and the result; host "nope" is NotFound, a ref ending in ":missing" fails after the first line. */
+  async *pullImage(request: schedulerV1.PullHostImageRequest): AsyncIterable<schedulerV1.PullHostImageResponse> {
+    this.pulls.push(request);
+    if (request.hostId === 'nope') throw new NotFoundError('no host nope');
+    const ref = request.image?.ref ?? '';
+    yield { kind: { $case: 'progress', value: { phase: 'resolving', digest: '', blobs: 0, alreadyPresent: false, ref } } };
+    if (ref.endsWith(':missing')) throw new NotFoundError('registry has no such image', { field: 'ref' });
+    yield { kind: { $case: 'progress', value: { phase: 'copying-blob', digest: `sha256:${'1'.repeat(64)}`, blobs: 1, alreadyPresent: false, ref } } };
+    yield { kind: { $case: 'result', value: { imageId: 'd'.repeat(64), ref, digest: `sha256:${'2'.repeat(64)}` } } };
+  }
+
   async listImages(request: schedulerV1.ListHostImagesRequest): Promise<schedulerV1.ListHostImagesResponse> {
     this.listed.push(request);
     return { images: [{ imageId: 'e'.repeat(64), refs: ['localhost/app:1'], sizeBytes: 12, createdAt: new Date('2026-01-02T03:04:05Z') }] };

@@ -1,18 +1,8 @@
-import { runCli } from '../run-cli';
+import { runCaptured } from '../testing/run-captured';
 
 // Command-line checks of `corral cp` and `corral exec` that need no gateway.
 
-function sink() {
-  let text = '';
-  return { write: (chunk: string | Uint8Array) => ((text += chunk.toString()), true), text: () => text };
-}
-
-async function run(args: string[]) {
-  const stdout = sink();
-  const stderr = sink();
-  const code = await runCli(args, { stdout, stderr, env: { CORRAL_ADDR: '127.0.0.1:1', CORRAL_API_KEY: 'crl_x_y' } });
-  return { code, stdout: stdout.text(), stderr: stderr.text() };
-}
+const run = (args: string[]) => runCaptured(args, { CORRAL_ADDR: '127.0.0.1:1', CORRAL_API_KEY: 'crl_x_y' });
 
 describe('corral cp and exec command lines', () => {
   it('needs exactly one side of cp to be ID:/PATH', async () => {

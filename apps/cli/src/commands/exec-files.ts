@@ -5,6 +5,8 @@ import { Readable } from 'node:stream';
 import type { Command } from 'commander';
 import { callClientStream, openBidiStream } from '@corral/grpc';
 import type { apiV1 } from '@corral/proto';
+import { writePaced } from '../output/paced-writes';
+import type { TextSink } from '../output/printer';
 import type { Session } from '../session';
 import { UsageError } from '../usage-error';
 
@@ -15,6 +17,30 @@ import { UsageError } from '../usage-error';
 const CHUNK_BYTES = 64 * 1024;
 /** `ID:/path`: a workload id, a colon, an absolute path. */
 const REMOTE = /^([A-Za-z0-9][A-Za-z0-9._-]*):(\/.*)$/;
+
+/**
+ * Relays a running command's output to `out`, pulling its next message only
+ * once the previous one is written: while stdout is full the call is read no
+ * further and its flow control holds the workload's output back.
+ */
+export async function relayExecOutput(
+  responses: AsyncIterable<apiV1.ExecWorkloadResponse>,
+  out: { stdout: TextSink; stderr: TextSink },
+  onExit: (exitCode: number) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  for await (const message of responses) {
+    const kind = message.kind;
+    if (kind?.$case === 'stdout') await writePaced(out.stdout, kind.value, signal);
+    else if (kind?.$case === 'stderr') await writePaced(out.stderr, kind.value, signal);
+    else if (kind?.$case === 'exit') onExit(kind.value.exitCode);
+  }
+}
+
+/** A downloaded file's chunks to `out`, each pulled only once the previous one is written. */
+export async function copyChunksTo(chunks: AsyncIterable<{ chunk: Uint8Array }>, out: TextSink): Promise<void> {
+  for await (const message of chunks) await writePaced(out, message.chunk);
+}
 
 export function registerExec(program: Command, session: Session): void {
   program
@@ -63,12 +89,7 @@ export function registerExec(program: Command, session: Session): void {
           await call.write({ kind: { $case: 'stdinEof', value: true } });
         })().catch(() => undefined);
         void feeding;
-        for await (const message of call.responses) {
-          const kind = message.kind;
-          if (kind?.$case === 'stdout') stdout.write(kind.value);
-          else if (kind?.$case === 'stderr') stderr.write(kind.value);
-          else if (kind?.$case === 'exit') exitCode = kind.value.exitCode;
-        }
+        await relayExecOutput(call.responses, { stdout, stderr }, (code) => (exitCode = code), interrupted.signal);
       } finally {
         process.removeListener('SIGINT', onInterrupt);
         if (terminal) {
@@ -127,7 +148,7 @@ export function registerCopy(program: Command, session: Session): void {
       const [, id, path] = from as RegExpExecArray;
       const chunks = client.stream('readWorkloadFile', { id, path }, { metadata });
       if (destination === '-') {
-        for await (const message of chunks) session.io.stdout.write(message.chunk);
+        await copyChunksTo(chunks, session.io.stdout);
         return;
       }
       // Into a temporary file first: a failed copy leaves no half-written file.

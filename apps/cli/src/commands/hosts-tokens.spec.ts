@@ -2,18 +2,13 @@ import { FailedPreconditionError, PermissionDeniedError } from '@corral/domain';
 import { implementUnary, startGrpcServer, type RunningGrpcServer } from '@corral/grpc';
 import { silentLogger } from '@corral/logging';
 import { apiV1, eventsV1, hostRegistryV1, HostStatus } from '@corral/proto';
-import { runCli } from '../run-cli';
+import { runCaptured } from '../testing/run-captured';
 
 // `corral hosts drain|undrain|delete|health` and `corral token list|revoke`
 // against a scripted gateway: what is sent, what is printed (table and
 // JSON), and how a refusal reads.
 
 const KEY = 'crl_testkey0_secret';
-
-function sink() {
-  let text = '';
-  return { write: (chunk: string | Uint8Array) => ((text += chunk.toString()), true), text: () => text };
-}
 
 const host = (status: HostStatus) =>
   hostRegistryV1.Host.fromPartial({ id: 'h-1', name: 'node-1', status, agentAddress: '10.0.0.1:1', teamId: 'team-a', createdAt: new Date('2026-01-01T00:00:00Z') });
@@ -36,7 +31,13 @@ describe('corral hosts and token commands', () => {
             {
               async drainHost(req) {
                 seen('drainHost', req);
-                return { host: host(HostStatus.HOST_STATUS_DRAINING) };
+                const migrations = req.migrate
+                  ? [
+                      { workloadId: 'w-1', name: 'web', outcome: 'moved', replacementId: 'w-9', toHostId: 'h-2', reason: 'replaced by w-9, running' },
+                      { workloadId: 'w-2', name: 'db', outcome: 'failed', replacementId: '', toHostId: '', reason: 'no replacement: no host has 4096 MB free; best candidate h-2 has 2048' },
+                    ]
+                  : [];
+                return { host: host(HostStatus.HOST_STATUS_DRAINING), migrations };
               },
               async undrainHost(req) {
                 seen('undrainHost', req);
@@ -86,18 +87,26 @@ describe('corral hosts and token commands', () => {
   });
   afterAll(() => server.stop());
 
-  async function run(args: string[]) {
-    const stdout = sink();
-    const stderr = sink();
-    const code = await runCli(args, { stdout, stderr, env: { CORRAL_ADDR: server.address, CORRAL_API_KEY: KEY } });
-    return { code, stdout: stdout.text(), stderr: stderr.text() };
-  }
+  const run = (args: string[]) => runCaptured(args, { CORRAL_ADDR: server.address, CORRAL_API_KEY: KEY });
 
   it('drains and undrains', async () => {
     expect(await run(['hosts', 'drain', 'h-1'])).toEqual({ code: 0, stdout: 'host h-1 (node-1) drained: draining\n', stderr: '' });
-    expect(received.at(-1)).toEqual({ method: 'drainHost', request: { id: 'h-1' } });
+    expect(received.at(-1)).toEqual({ method: 'drainHost', request: { id: 'h-1', migrate: false, maxParallel: 1 } });
     const json = await run(['-o', 'json', 'hosts', 'undrain', 'h-1']);
     expect(JSON.parse(json.stdout)).toMatchObject({ id: 'h-1', status: 'online', teamId: 'team-a' });
+  });
+
+  it('drains with --migrate: each outcome, exit 1 when a workload was left behind', async () => {
+    const res = await run(['hosts', 'drain', 'h-1', '--migrate', '--max-parallel', '2']);
+    expect(received.at(-1)).toEqual({ method: 'drainHost', request: { id: 'h-1', migrate: true, maxParallel: 2 } });
+    expect(res).toEqual({
+      code: 1,
+      stdout: 'host h-1 (node-1) drained: draining\nmoved w-1 (web) -> w-9 on h-2\nFAILED w-2 (db): no replacement: no host has 4096 MB free; best candidate h-2 has 2048\n',
+      stderr: '',
+    });
+    const json = JSON.parse((await run(['-o', 'json', 'hosts', 'drain', 'h-1', '--migrate'])).stdout);
+    expect(json).toMatchObject({ id: 'h-1', status: 'draining', migrations: [{ workloadId: 'w-1', outcome: 'moved', replacementId: 'w-9' }, { workloadId: 'w-2', outcome: 'failed', replacementId: null }] });
+    expect((await run(['hosts', 'drain', 'h-1', '--migrate', '--max-parallel', '0'])).code).not.toBe(0);
   });
 
   it('deletes: a refusal names the workloads and exits 1; --force reports what it stopped', async () => {

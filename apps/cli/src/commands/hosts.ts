@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
+import { fleetHealthView } from '@corral/domain';
 import type { hostRegistryV1 } from '@corral/proto';
 import { renderDetails, renderTable } from '../output/printer';
+import { positiveInteger } from './parsers';
 import { hostView, type HostView } from '../output/views';
 import type { Session } from '../session';
 
@@ -9,34 +11,6 @@ const driversText = (h: HostView) => h.drivers.map((d) => (d.healthy ? d.name : 
 function presentHost(host: hostRegistryV1.Host | undefined): hostRegistryV1.Host {
   if (!host) throw new Error('the gateway answered without a host');
   return host;
-}
-
-const isoOrNull = (value: Date | undefined) => (value ? value.toISOString() : null);
-
-/** Fleet health as `--output json` prints it: the REST shape of GET /v1/fleet/health. */
-export function fleetHealthView(h: hostRegistryV1.GetFleetHealthResponse) {
-  return {
-    leader: h.leader,
-    epoch: h.epoch,
-    brake: {
-      active: h.brakeActive,
-      reasons: h.brakeReasons.map((r) => String(r).replace(/^FLEET_ALARM_REASON_/, '').toLowerCase()),
-      detail: h.brakeDetail || null,
-      since: isoOrNull(h.brakeSince),
-    },
-    lastCheckAt: isoOrNull(h.lastCheckAt),
-    busConnected: h.busConnected,
-    databaseHealthy: h.databaseHealthy,
-    heartbeats: {
-      received: h.heartbeatsReceived,
-      applied: h.heartbeatsApplied,
-      dropped: h.heartbeatsDropped,
-      latencyP50Ms: h.heartbeatLatencyP50Ms,
-      latencyP99Ms: h.heartbeatLatencyP99Ms,
-      flushP99Ms: h.flushP99Ms,
-    },
-    hostsByStatus: { ...h.hostsByStatus },
-  };
 }
 
 const statusLine = (verb: string) => (h: HostView) => `host ${h.id} (${h.name}) ${verb}: ${h.status}\n`;
@@ -92,10 +66,27 @@ export function registerHosts(program: Command, session: Session): void {
   hosts
     .command('drain')
     .argument('<id>', 'host id')
-    .description('take no new placements on a host; what runs there keeps running')
-    .action(async (id: string, _options, command: Command) => {
-      const res = await session.client(command).drainHost({ id });
-      session.printer(command).result(hostView(presentHost(res.host)), statusLine('drained'));
+    .description('take no new placements on a host; what runs there keeps running (unless --migrate)')
+    .option('--migrate', "then move the host's live workloads to other hosts: each replacement runs before its original is retired")
+    .option('--max-parallel <n>', 'with --migrate: workloads moved at once', positiveInteger, 1)
+    .action(async (id: string, options: { migrate?: boolean; maxParallel: number }, command: Command) => {
+      const res = await session.client(command).drainHost({ id, migrate: options.migrate === true, maxParallel: options.maxParallel });
+      const host = hostView(presentHost(res.host));
+      if (!options.migrate) {
+        session.printer(command).result(host, statusLine('drained'));
+        return;
+      }
+      const migrations = res.migrations.map((m) => ({ workloadId: m.workloadId, name: m.name, outcome: m.outcome, replacementId: m.replacementId || null, toHostId: m.toHostId || null, reason: m.reason }));
+      session.printer(command).result({ ...host, migrations }, (v) => {
+        const lines = [statusLine('drained')(v).trimEnd()];
+        if (v.migrations.length === 0) lines.push('no live workloads to move');
+        for (const m of v.migrations) {
+          lines.push(m.outcome === 'moved' ? `moved ${m.workloadId} (${m.name}) -> ${m.replacementId} on ${m.toHostId}` : `FAILED ${m.workloadId} (${m.name}): ${m.reason}`);
+        }
+        return lines.join('\n') + '\n';
+      });
+      // A workload left behind is the operator's to look at: say so in the exit code.
+      if (migrations.some((m) => m.outcome !== 'moved')) session.exitCode = 1;
     });
 
   hosts

@@ -5,17 +5,12 @@ import { NotFoundError } from '@corral/domain';
 import { implementBidiStream, implementUnary, startGrpcServer, type RunningGrpcServer } from '@corral/grpc';
 import { silentLogger } from '@corral/logging';
 import { apiV1 } from '@corral/proto';
-import { runCli } from '../run-cli';
+import { runCaptured } from '../testing/run-captured';
 
 // `corral images import|list` against a scripted gateway: the archive's
 // bytes and header sent, progress on stderr, the result on stdout.
 
 const KEY = 'crl_testkey0_secret';
-
-function sink() {
-  let text = '';
-  return { write: (chunk: string | Uint8Array) => ((text += chunk.toString()), true), text: () => text };
-}
 
 describe('corral images', () => {
   let server: RunningGrpcServer;
@@ -75,12 +70,7 @@ describe('corral images', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function run(args: string[]) {
-    const stdout = sink();
-    const stderr = sink();
-    const code = await runCli(args, { stdout, stderr, env: { CORRAL_ADDR: server.address, CORRAL_API_KEY: KEY } });
-    return { code, stdout: stdout.text(), stderr: stderr.text() };
-  }
+  const run = (args: string[]) => runCaptured(args, { CORRAL_ADDR: server.address, CORRAL_API_KEY: KEY });
 
   it('uploads the file with its header and eof, progress on stderr, the result on stdout', async () => {
     const file = join(dir, 'rootfs.tar');

@@ -1,20 +1,48 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { openBidiStream } from '@corral/grpc';
-import type { apiV1 } from '@corral/proto';
+import { iterateServerStream, openBidiStream } from '@corral/grpc';
+import type { agentV1, apiV1 } from '@corral/proto';
 import { renderDetails, renderTable } from '../output/printer';
 import type { Session } from '../session';
 import { UsageError } from '../usage-error';
 
-// `corral images import|list`: an archive streamed into a host's podman
-// store over the public gRPC API, progress on stderr (stdout holds only the
-// result), and the store's listing.
+// `corral images import|pull|list`: an archive streamed into a host's
+// podman store, or pulled by the host from a registry, over the public gRPC
+// API, progress on stderr (stdout holds only the result), and the store's
+// listing. A registry password is read from stdin (--password-stdin), never
+// taken as an argument, which other users could read in `ps`.
 
 const CHUNK_BYTES = 64 * 1024;
 export const IMAGE_FORMATS = ['rootfs-tar', 'oci-archive', 'docker-archive'] as const;
 
 const mebibytes = (bytes: number) => `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+
+/** All of stdin, without the line end a shell's echo or a password file adds. */
+async function readPassword(session: Session): Promise<string> {
+  const stdin = session.io.stdin;
+  if (!stdin) throw new UsageError('--password-stdin needs the password on stdin');
+  const parts: Buffer[] = [];
+  for await (const chunk of stdin) parts.push(Buffer.from(chunk));
+  const password = Buffer.concat(parts).toString('utf8').replace(/\r?\n$/, '');
+  if (!password) throw new UsageError('--password-stdin read an empty password');
+  return password;
+}
+
+/** One progress line of a pull, for people. */
+function describePull(p: agentV1.PullImageProgress): string {
+  const digest = p.digest ? ` ${p.digest.slice(0, 19)}` : '';
+  switch (p.phase) {
+    case 'copying-blob':
+      return `copying blob${digest}${p.alreadyPresent ? ' (already present)' : ''} [${p.blobs}]`;
+    case 'copying-config':
+      return `copying config${digest}`;
+    case 'resolving':
+      return `resolving ${p.ref}`;
+    default:
+      return p.phase.replace(/-/g, ' ');
+  }
+}
 
 export function registerImages(program: Command, session: Session): void {
   const images = program.command('images').description("images in a host's podman store");
@@ -63,6 +91,46 @@ export function registerImages(program: Command, session: Session): void {
                 ['Image', v.imageId],
                 ['Ref', v.ref],
                 ['Size', mebibytes(v.bytes)],
+              ]),
+            );
+          }
+        }
+      } finally {
+        process.removeListener('SIGINT', onInterrupt);
+      }
+    });
+
+  images
+    .command('pull')
+    .description('pull an image from a registry into a host, showing its progress')
+    .requiredOption('--host <id>', 'the host')
+    .option('--username <name>', 'registry login (with --password-stdin)')
+    .option('--password-stdin', 'read the registry password from stdin')
+    .argument('<ref>', 'e.g. docker.io/library/busybox:1.36 (no registry: docker.io; no tag: latest)')
+    .action(async (ref: string, options: { host: string; username?: string; passwordStdin?: boolean }, command: Command) => {
+      if (Boolean(options.username) !== Boolean(options.passwordStdin)) throw new UsageError('--username and --password-stdin go together');
+      const credentials = options.username ? { username: options.username, password: await readPassword(session) } : undefined;
+      const client = session.client(command);
+      const interrupted = new AbortController();
+      const onInterrupt = () => interrupted.abort();
+      process.once('SIGINT', onInterrupt);
+      try {
+        const events = iterateServerStream<apiV1.PullHostImageResponse>((md, o) => client.raw.pullHostImage({ hostId: options.host, ref, credentials }, md, o), {
+          metadata: session.metadata(command),
+          // Ctrl-C cancels the call, which kills the pull on the host.
+          signal: interrupted.signal,
+        });
+        for await (const event of events) {
+          const kind = event.kind;
+          if (kind?.$case === 'progress') session.io.stderr.write(`${describePull(kind.value)}\n`);
+          else if (kind?.$case === 'result') {
+            const r = kind.value;
+            session.printer(command).result({ hostId: options.host, imageId: r.imageId, ref: r.ref, digest: r.digest }, (v) =>
+              renderDetails([
+                ['Host', v.hostId],
+                ['Image', v.imageId],
+                ['Ref', v.ref],
+                ['Digest', v.digest],
               ]),
             );
           }

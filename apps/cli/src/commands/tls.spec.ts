@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { identitiesFromSubjectAltName } from '@corral/pki';
+import { caCertificatePin, identitiesFromSubjectAltName } from '@corral/pki';
 import { runCli } from '../run-cli';
 
 class Capture {
@@ -43,6 +43,19 @@ describe('corral tls', () => {
     expect(leaf.checkIssued(new X509Certificate(readFileSync(join(dir, 'pki', 'ca.pem'))))).toBe(true);
     expect(identitiesFromSubjectAltName(leaf.subjectAltName)).toEqual([{ kind: 'control-plane', service: 'scheduler' }]);
     expect(cert.stdout + ca.stdout).not.toContain('PRIVATE KEY');
+  });
+
+  it('prints the CA pin agents take as AGENT_CONTROL_PLANE_CA_SHA256, on create and on its own', async () => {
+    const created = await corral(['tls', 'ca', 'create', '--dir', dir]);
+    const pin = caCertificatePin(readFileSync(join(dir, 'ca.pem'), 'utf8'));
+    expect(created.stdout).toContain(pin);
+    expect(await corral(['tls', 'ca', 'pin', '--dir', dir])).toEqual({ code: 0, stdout: `${pin}\n`, stderr: '' });
+    const json = await corral(['tls', 'ca', 'pin', '--cert', join(dir, 'ca.pem'), '-o', 'json']);
+    expect(JSON.parse(json.stdout)).toEqual({ certificateFile: join(dir, 'ca.pem'), sha256: pin });
+    const missing = await corral(['tls', 'ca', 'pin', '--dir', join(dir, 'nowhere')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('cannot read');
+    expect((await corral(['tls', 'ca', 'pin'])).code).toBe(1);
   });
 
   it('refuses to replace a CA, and reports bad input naming the field', async () => {

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { hostRegistryV1 } from '@corral/proto';
 import { renderDetails, renderTable } from '../output/printer';
 import type { Session } from '../session';
-import { positiveInteger } from './parsers';
+import { envEntry, positiveInteger } from './parsers';
 
 const isoOrNull = (value: Date | undefined) => (value ? value.toISOString() : null);
 
@@ -30,8 +30,16 @@ export function registerTokens(program: Command, session: Session): void {
     .description('create a one-time token a node agent registers with (platform host with an admin key, team host with a team key)')
     .option('--ttl <seconds>', 'seconds until the token expires (default 3600)', positiveInteger)
     .option('--description <text>', 'what the token is for')
-    .action(async (options: { ttl?: number; description?: string }, command: Command) => {
-      const res = await session.client(command).createRegistrationToken({ ttlSeconds: options.ttl ?? 0, description: options.description ?? '' });
+    .option('--name-pattern <glob>', 'only a host whose name matches may register (`*` any run, `?` one character)')
+    // Same KEY=VALUE shape (and "given twice" check) as -e for workloads.
+    .option('--label <key=value>', 'only a host registering with this label may register (repeatable)', envEntry)
+    .action(async (options: { ttl?: number; description?: string; namePattern?: string; label?: Record<string, string> }, command: Command) => {
+      const scoped = options.namePattern !== undefined || options.label !== undefined;
+      const res = await session.client(command).createRegistrationToken({
+        ttlSeconds: options.ttl ?? 0,
+        description: options.description ?? '',
+        scope: scoped ? { namePattern: options.namePattern ?? '', labels: options.label ?? {} } : undefined,
+      });
       const view = { id: res.id, token: res.token, expiresAt: res.expiresAt ? res.expiresAt.toISOString() : null };
       session.printer(command).result(view, (v) =>
         renderDetails([

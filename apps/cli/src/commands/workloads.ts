@@ -16,6 +16,7 @@ interface RunOptions {
   kernel?: string;
   initrd?: string;
   kernelArgs?: string;
+  rootDisk?: string;
 }
 
 function resourcesText(r: WorkloadView['resources']): string {
@@ -73,9 +74,10 @@ export function registerWorkloads(program: Command, session: Session): void {
     .option('--kernel <path>', 'qemu microvm: kernel to boot')
     .option('--initrd <path>', 'qemu microvm: initramfs')
     .option('--kernel-args <args>', 'qemu: kernel command line')
+    .option('--root-disk <path>', "qemu microvm: base disk image on the host, cloned copy-on-write into the VM's own root disk")
     .action(async (name: string, argv: string[], options: RunOptions, command: Command) => {
       if (options.driver === 'process' && argv.length === 0) throw new UsageError('a process workload needs a command: put it after --');
-      const wantsVm = options.driver === 'qemu' || [options.vmMode, options.kernel, options.initrd, options.kernelArgs].some((v) => v !== undefined);
+      const wantsVm = options.driver === 'qemu' || [options.vmMode, options.kernel, options.initrd, options.kernelArgs, options.rootDisk].some((v) => v !== undefined);
       const res = await session.client(command).createWorkload({
         name,
         driver: options.driver,
@@ -90,6 +92,7 @@ export function registerWorkloads(program: Command, session: Session): void {
               kernel: options.kernel ?? '',
               initrd: options.initrd ?? '',
               kernelArgs: options.kernelArgs ?? '',
+              rootDisk: options.rootDisk ?? '',
             }
           : undefined,
       });
@@ -221,6 +224,40 @@ export function registerWorkloads(program: Command, session: Session): void {
       session.printer(command).result(workloadView(present(res.workload)), workloadDetails);
     });
 
+  workloads
+    .command('snapshots')
+    .argument('<id>', 'workload id')
+    .description("list a workload's memory snapshots (oldest first), with the host storage each takes")
+    .action(async (id: string, _options, command: Command) => {
+      const res = await session.client(command).listWorkloadSnapshots({ id });
+      // The same shape as REST's GET /v1/workloads/{id}/snapshots.
+      const snapshots = res.snapshots.map((s) => ({
+        id: s.snapshotId,
+        sourceWorkloadId: s.sourceWorkloadId,
+        createdAt: s.createdAt ? s.createdAt.toISOString() : null,
+        sizeBytes: s.sizeBytes,
+        driver: s.driver,
+      }));
+      session.printer(command).result({ snapshots }, ({ snapshots: rows }) =>
+        renderTable(rows, [
+          { header: 'SNAPSHOT', value: (s) => s.id },
+          { header: 'CREATED', value: (s) => s.createdAt ?? '' },
+          { header: 'SIZE', value: (s) => mebibytes(s.sizeBytes) },
+          { header: 'DRIVER', value: (s) => s.driver },
+        ]),
+      );
+    });
+
+  workloads
+    .command('snapshot-rm')
+    .argument('<id>', 'the workload the snapshot was taken of')
+    .argument('<snapshot>', 'snapshot id, as `workloads snapshots` lists it')
+    .description('delete a memory snapshot from its host (deleting one already gone is fine)')
+    .action(async (id: string, snapshotId: string, _options, command: Command) => {
+      const res = await session.client(command).deleteWorkloadSnapshot({ id, snapshotId });
+      session.printer(command).result({ id, snapshotId, deleted: res.deleted }, (v) => (v.deleted ? `deleted ${v.snapshotId}\n` : `${v.snapshotId} was already gone\n`));
+    });
+
   // A purge stops (grace period), then the host removes the container or VM: allow it longer than other calls.
   const purgeDeadline = { deadlineMs: PURGE_DEADLINE_MS };
 
@@ -231,7 +268,8 @@ export function registerWorkloads(program: Command, session: Session): void {
     .description('stop a workload (stopping a stopped workload is fine)')
     .action(async (id: string, options: { purge?: boolean }, command: Command) => {
       const client = session.client(command);
-      const res = options.purge ? await client.deleteWorkload({ id, purge: true }, purgeDeadline) : await client.deleteWorkload({ id, purge: false });
+      // A plain stop also waits out the grace period and the kill (the gateway allows it as long as a purge).
+      const res = await client.deleteWorkload({ id, purge: options.purge ?? false }, purgeDeadline);
       session.printer(command).result(workloadView(present(res.workload)), workloadDetails);
     });
 

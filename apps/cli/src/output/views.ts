@@ -41,7 +41,9 @@ export function workloadView(w: schedulerV1.Workload) {
     resources: { vcpus: w.resources?.vcpus || null, memoryMb: w.resources?.memoryMb || null },
     routes: w.routes.map((r) => ({ name: r.name, port: r.port, protocol: r.protocol || 'tcp' })),
     ports: w.ports.map((p) => ({ name: p.name, guestPort: p.guestPort, hostPort: p.hostPort, protocol: p.protocol })),
-    vm: w.vm && w.vm.mode ? { mode: w.vm.mode, kernel: orNull(w.vm.kernel), initrd: orNull(w.vm.initrd), kernelArgs: orNull(w.vm.kernelArgs) } : null,
+    vm: w.vm && w.vm.mode
+      ? { mode: w.vm.mode, kernel: orNull(w.vm.kernel), initrd: orNull(w.vm.initrd), kernelArgs: orNull(w.vm.kernelArgs), rootDisk: orNull(w.vm.rootDisk) }
+      : null,
   };
 }
 export type WorkloadView = ReturnType<typeof workloadView>;

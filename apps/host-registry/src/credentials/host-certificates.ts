@@ -20,6 +20,11 @@ export class HostCertificateIssuer {
     private readonly options: HostCertificateIssuerOptions,
   ) {}
 
+  /** The CA itself, for the registry's own server certificate. */
+  get certificateAuthority(): CertificateAuthority {
+    return this.authority;
+  }
+
   static fromAuthority(authority: CertificateAuthority, options: HostCertificateIssuerOptions): HostCertificateIssuer {
     return new HostCertificateIssuer(authority, options);
   }

@@ -91,6 +91,12 @@ export interface CredentialRefresherOptions {
   onRefreshed?: (identity: HostIdentity) => void;
   /** Called once when refreshing has failed for good (after the policy ran). */
   onFailure?: (status: CredentialStatus) => void;
+  /**
+   * Least time between an out-of-schedule refresh (refreshNow) and the
+   * previous refresh of any kind. Default 10 s: several refusal notices for
+   * one stale token cost one refresh.
+   */
+  minOnDemandIntervalMs?: number;
 }
 
 /** The answer may have been lost: ask again with the same token. */
@@ -109,6 +115,8 @@ export class CredentialRefresher {
   private stopped = false;
   private started = false;
   private retryDelayMs: number;
+  /** When the last attempt (scheduled or on demand) started; undefined before the first. */
+  private lastAttemptAt: number | undefined;
   private readonly clock: RefresherClock;
   private readonly random: () => number;
 
@@ -157,6 +165,25 @@ export class CredentialRefresher {
     return Math.max(0, Math.round(due - now));
   }
 
+  /**
+   * Refreshes at once, out of schedule, because the control plane refused
+   * the current token (a CredentialRefused notice, or a call answering
+   * UNAUTHENTICATED). It is the same attempt as a scheduled refresh, so a
+   * refused refresh token leads to the failure policy. Joins an attempt
+   * under way; does nothing before start, after stop or failure, or within
+   * `minOnDemandIntervalMs` of the previous attempt. Never rejects.
+   */
+  refreshNow(why: string): Promise<void> {
+    if (!this.started || this.stopped || this.state.state !== 'ok' || !this.current.refreshToken) return Promise.resolve();
+    if (this.inflight) return this.inflight;
+    const now = this.clock.now();
+    if (this.lastAttemptAt !== undefined && now - this.lastAttemptAt < (this.options.minOnDemandIntervalMs ?? 10_000)) return Promise.resolve();
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.options.logger.warn('refreshing host credentials now: the control plane refused the current token', { hostId: this.current.hostId, why });
+    return this.run();
+  }
+
   /** Resolves once no attempt is under way (tests: after advancing the clock). */
   async idle(): Promise<void> {
     while (this.inflight) await this.inflight;
@@ -176,10 +203,17 @@ export class CredentialRefresher {
     this.timer = this.clock.setTimeout(() => {
       this.timer = undefined;
       if (this.stopped) return;
-      this.inflight = this.attempt().finally(() => {
-        this.inflight = undefined;
-      });
+      void this.run();
     }, delayMs);
+  }
+
+  private run(): Promise<void> {
+    this.lastAttemptAt = this.clock.now();
+    const attempt = this.attempt().finally(() => {
+      this.inflight = undefined;
+    });
+    this.inflight = attempt;
+    return attempt;
   }
 
   private async attempt(): Promise<void> {

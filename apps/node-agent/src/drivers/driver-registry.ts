@@ -18,6 +18,7 @@ interface Entry {
 export class DriverRegistry {
   private readonly entries = new Map<string, Entry>();
   private cached?: { at: number; fingerprints: DriverFingerprint[] };
+  private probing?: Promise<DriverFingerprint[]>;
 
   constructor(private readonly logger: Logger) {}
 
@@ -50,6 +51,11 @@ export class DriverRegistry {
     return this.entries.get(name)?.driver;
   }
 
+  /** Every driver usable here. */
+  all(): Driver[] {
+    return [...this.entries.values()].flatMap((entry) => (entry.driver ? [entry.driver] : []));
+  }
+
   knownNames(): string[] {
     return [...new Set([...WORKLOAD_DRIVERS, ...this.entries.keys()])].sort();
   }
@@ -61,6 +67,30 @@ export class DriverRegistry {
    */
   async fingerprints(maxAgeMs = 30_000): Promise<DriverFingerprint[]> {
     if (this.cached && Date.now() - this.cached.at < maxAgeMs) return this.cached.fingerprints;
+    return this.probeAll();
+  }
+
+  /**
+   * For heartbeats: the fingerprints at hand, at once. When they are older
+   * than `maxAgeMs` a new probe starts in the background and the next call
+   * gets its result. A heartbeat must never wait on a driver's CLI: podman
+   * can block seconds on its storage lock while other podman commands run,
+   * and a heartbeat late by two intervals makes the host unreachable.
+   * Only the very first call (nothing probed yet) waits.
+   */
+  async currentFingerprints(maxAgeMs = 30_000): Promise<DriverFingerprint[]> {
+    if (!this.cached) return this.probeAll();
+    if (Date.now() - this.cached.at >= maxAgeMs) void this.probeAll();
+    return this.cached.fingerprints;
+  }
+
+  /** Probes every driver once; concurrent callers share the probe in flight. */
+  private probeAll(): Promise<DriverFingerprint[]> {
+    this.probing ??= this.probeEach().finally(() => (this.probing = undefined));
+    return this.probing;
+  }
+
+  private async probeEach(): Promise<DriverFingerprint[]> {
     const fingerprints = await Promise.all(
       [...this.entries.values()].map(async (entry): Promise<DriverFingerprint> => {
         if (!entry.driver) return { name: entry.name, healthy: false, version: '', detail: entry.unavailable ?? 'unavailable' };

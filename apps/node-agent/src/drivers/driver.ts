@@ -222,8 +222,8 @@ export function hasSnapshot(driver: Driver): driver is Driver & SnapshotCapabili
 
 /** One interactive command inside a task: streams both ways (`podman exec -i`, a guest agent session). */
 export interface ExecSession {
-  /** Bytes for the command's stdin. */
-  writeStdin(data: Buffer): void;
+  /** Bytes for the command's stdin; a promise when its input is full, settled once it has room again (or is gone). */
+  writeStdin(data: Buffer): void | Promise<void>;
   /** Closes the command's stdin (EOF). */
   closeStdin(): void;
   /** Terminal size, when the session has a TTY; ignored otherwise. */
@@ -235,6 +235,13 @@ export interface ExecSession {
   readonly exited: Promise<number>;
   /** Ends the command (client went away, deadline passed). */
   kill(): void;
+  /**
+   * Stop delivering output while the reader is behind, so the command blocks
+   * on its own writes instead of the agent buffering; `resumeOutput` goes on.
+   * Absent where the output is already all in memory (buffered exec).
+   */
+  pauseOutput?(): void;
+  resumeOutput?(): void;
 }
 
 export interface ExecSessionOptions {
@@ -294,4 +301,31 @@ export interface FilesCapability {
 export function hasFiles(driver: Driver): driver is Driver & FilesCapability {
   const d = driver as Partial<FilesCapability>;
   return typeof d.readFile === 'function' && typeof d.writeFile === 'function' && typeof d.listDirectory === 'function';
+}
+
+/** A runtime object a driver found carrying a Corral workload id (container, task directory). */
+export interface LabelledRuntime {
+  workloadId: string;
+  running: boolean;
+  /** When the runtime object was created; the reconciler's grace window counts from here. */
+  createdAt: Date;
+  /** For people: a container id, a pid. */
+  displayId: string;
+}
+
+/**
+ * Finding and removing runtime objects by their Corral label alone, without
+ * a handle: how the reconciler learns about (and reaps) orphans — objects
+ * whose agent record is gone or was never written.
+ */
+export interface LabelledRuntimesCapability {
+  /** Every runtime object of this driver carrying a Corral workload id, known to the agent or not. */
+  listLabelled(): Promise<LabelledRuntime[]>;
+  /** Kills and removes every runtime object labelled with `workloadId`. Idempotent. */
+  removeLabelled(workloadId: string): Promise<void>;
+}
+
+export function hasLabelledRuntimes(driver: Driver): driver is Driver & LabelledRuntimesCapability {
+  const d = driver as Partial<LabelledRuntimesCapability>;
+  return typeof d.listLabelled === 'function' && typeof d.removeLabelled === 'function';
 }

@@ -5,7 +5,12 @@ import type { ExecSession } from './driver';
 // An interactive exec session over a local program with piped stdio (the
 // podman client, a host process): output is read from the start and held
 // until a listener is registered, so a slow consumer never loses the first
-// bytes and an unread stream never stalls the program's exit.
+// bytes. While the consumer is behind, `pauseOutput` stops reading the pipes:
+// the program then blocks in write(2) (the pipe buffer is all that is held)
+// instead of its output piling up in the agent. Ending the session reads the
+// pipes to their end again, so a killed program's exit is always seen. Input
+// the program does not read is held back the same way: `writeStdin` returns
+// a promise while its stdin is full.
 
 class Channel {
   private readonly listeners: ((data: Buffer) => void)[] = [];
@@ -39,7 +44,17 @@ export function sessionOverProcess(
   const exited = child.exited.then(({ exitCode, signal }) => exitCode ?? signalExitCode(signal));
   return {
     writeStdin: (data) => {
-      if (!child.stdin.writableEnded) child.stdin.write(data);
+      if (child.stdin.writableEnded || child.stdin.destroyed || child.stdin.write(data)) return;
+      // Full: the caller sends no more until the command has read some (or its stdin is gone).
+      return new Promise<void>((resolve) => {
+        const room = () => {
+          child.stdin.removeListener('drain', room);
+          child.stdin.removeListener('close', room);
+          resolve();
+        };
+        child.stdin.once('drain', room);
+        child.stdin.once('close', room);
+      });
     },
     closeStdin: () => {
       if (!child.stdin.writableEnded) child.stdin.end();
@@ -51,6 +66,17 @@ export function sessionOverProcess(
     kill: () => {
       options.onKill?.();
       child.kill('SIGKILL');
+      // Paused pipes would never reach their end, and 'close' (so `exited`) waits for it.
+      child.stdout.resume();
+      child.stderr.resume();
+    },
+    pauseOutput: () => {
+      child.stdout.pause();
+      child.stderr.pause();
+    },
+    resumeOutput: () => {
+      child.stdout.resume();
+      child.stderr.resume();
     },
   };
 }

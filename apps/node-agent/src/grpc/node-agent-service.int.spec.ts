@@ -107,7 +107,7 @@ describe('NodeAgentService over gRPC', () => {
 
   it('answers bad requests with typed errors naming the field', async () => {
     await expect(client.startWorkload({ spec: spec('w-docker', ['/bin/true'], 'docker') })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', field: 'spec.driver' });
-    await expect(client.startWorkload({ spec: spec('w-qemu', [], 'qemu', { vm: { mode: 'microvm', kernel: '/boot/vmlinuz', initrd: '', kernelArgs: '' } }) })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    await expect(client.startWorkload({ spec: spec('w-qemu', [], 'qemu', { vm: { mode: 'microvm', kernel: '/boot/vmlinuz', initrd: '', kernelArgs: '', rootDisk: '' } }) })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
     await expect(client.startWorkload({ spec: undefined })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', field: 'spec' });
     await expect(client.startWorkload({ spec: spec('w-empty', []) })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', field: 'spec.command' });
     await expect(client.inspectWorkload({ workloadId: 'missing' })).rejects.toMatchObject({ code: 'NOT_FOUND' });

@@ -1,7 +1,17 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError, instanceStateToProto, workloadExtrasFromWire } from '@corral/domain';
-import { AsyncQueue, implementBidiStream, implementClientStream, implementServerStream, implementUnary, type CallContext } from '@corral/grpc';
+import {
+  AsyncQueue,
+  firstMessageOf,
+  forwardRequests,
+  implementBidiStream,
+  implementClientStream,
+  implementServerStream,
+  implementUnary,
+  uploadedChunks,
+  type CallContext,
+} from '@corral/grpc';
 import type { Logger } from '@corral/logging';
 import { agentV1, type Resources } from '@corral/proto';
 import { hasFiles, type Driver, type FilesCapability, type SnapshotProgress, type TaskHandle } from '../drivers/driver';
@@ -10,6 +20,9 @@ import { openExecSession, type ExecLimits } from '../workloads/workload-exec';
 import { wireExitCode, type WorkloadView } from '../workloads/workload-record';
 import type { WorkloadSupervisor } from '../workloads/workload-supervisor';
 import { importImageStream, listImages, type ImageImportLimits } from './image-import';
+import { DEFAULT_PULL_SETTINGS, pullImageStream } from './image-pull';
+import { relayProgress } from './progress-relay';
+import type { PullSettings } from '../drivers/podman';
 
 export interface NodeAgentServiceDeps {
   /** The supervisor once the agent is ready; throws UnavailableError before. */
@@ -21,6 +34,8 @@ export interface NodeAgentServiceDeps {
   limits?: Partial<AgentStreamLimits>;
   /** Image import limits and spool dir (the agent passes one under its state dir); defaults below. */
   images?: Partial<ImageImportLimits>;
+  /** Registry pulls: allowed and insecure registries, auth file dir, timeout; defaults in grpc/image-pull.ts. */
+  imagePulls?: Partial<PullSettings>;
 }
 
 export const DEFAULT_IMAGE_LIMITS: ImageImportLimits = {
@@ -42,6 +57,9 @@ export const DEFAULT_STREAM_LIMITS: AgentStreamLimits = {
 /** Most a single message of a file or exec stream carries (gRPC's default cap is 4 MiB). */
 export const STREAM_CHUNK_BYTES = 64 * 1024;
 
+/** Exec output messages held for a slow reader before the command's pipes are paused (at most 16 × 64 KiB). */
+export const EXEC_OUTPUT_HIGH_WATER_MARK = 16;
+
 /** Grace period of StopWorkload when the caller gives none (proto: 0 means 10 s). */
 export const DEFAULT_STOP_TIMEOUT_SECONDS = 10;
 /** Longest grace period accepted: a stop must finish within a sane call deadline. */
@@ -52,7 +70,27 @@ const STOP_SIGNALS: ReadonlySet<string> = new Set(['SIGTERM', 'SIGINT', 'SIGQUIT
 
 /** NodeAgentService: translation between the wire and the supervisor only. */
 export function nodeAgentService(deps: NodeAgentServiceDeps) {
-  return { ...unaryHandlers(deps), ...streamHandlers(deps), ...duplexHandlers(deps) };
+  return { ...unaryHandlers(deps), ...streamHandlers(deps), ...duplexHandlers(deps), ...snapshotListHandlers(deps) };
+}
+
+/** ListSnapshots and DeleteSnapshot: the snapshots on this host's disk. */
+function snapshotListHandlers(deps: NodeAgentServiceDeps) {
+  return implementUnary(
+    agentV1.NodeAgentServiceService,
+    {
+      async listSnapshots(req) {
+        const snapshots = await deps.supervisor().listSnapshots(requireId(req.workloadId));
+        return {
+          snapshots: snapshots.map((s) => ({ snapshotId: s.snapshotId, sourceWorkloadId: s.sourceWorkloadId, createdAt: s.createdAt, sizeBytes: s.sizeBytes, driver: s.driver })),
+        };
+      },
+      async deleteSnapshot(req) {
+        if (!req.snapshotId) throw new InvalidArgumentError('snapshotId is required', { field: 'snapshotId' });
+        return { deleted: await deps.supervisor().deleteSnapshot(requireId(req.workloadId), req.snapshotId) };
+      },
+    },
+    deps.logger,
+  );
 }
 
 function filesOf(deps: NodeAgentServiceDeps, workloadId: string, what: string): { driver: Driver & FilesCapability; handle: TaskHandle } {
@@ -77,22 +115,10 @@ function duplexHandlers(deps: NodeAgentServiceDeps) {
       {
         async writeFile(requests) {
           const iterator = requests[Symbol.asyncIterator]();
-          const first = await iterator.next();
-          if (first.done || first.value.kind?.$case !== 'header') throw new InvalidArgumentError('the first message must be the header', { field: 'header' });
-          const header = first.value.kind.value;
+          const header = await firstMessageOf(iterator, 'header', 'the header');
           if (header.mode > 0o7777) throw new InvalidArgumentError('mode must be permission bits (at most 0o7777)', { field: 'mode' });
           const { driver, handle } = filesOf(deps, header.workloadId, 'write files into');
-          const content = (async function* () {
-            for (;;) {
-              const next = await iterator.next();
-              // Without eof the upload was cut short (a cancelled call ends like a finished one here).
-              if (next.done) throw new InvalidArgumentError('the upload ended before eof', { field: 'eof' });
-              const kind = next.value.kind;
-              if (kind?.$case === 'eof') return;
-              if (kind?.$case !== 'chunk') throw new InvalidArgumentError('only content chunks may follow the header', { field: 'chunk' });
-              yield Buffer.from(kind.value);
-            }
-          })();
+          const content = uploadedChunks(iterator);
           const written = await driver.writeFile(handle, header.path, content, { maxBytes: limits.fileMaxBytes, ...(header.mode ? { mode: header.mode } : {}) });
           return { bytes: written.bytes };
         },
@@ -112,9 +138,7 @@ type ExecResponse = agentV1.ExecResponse;
  */
 async function* execStream(deps: NodeAgentServiceDeps, limits: ExecLimits, requests: AsyncIterable<ExecRequest>, ctx: CallContext): AsyncGenerator<ExecResponse> {
   const iterator = requests[Symbol.asyncIterator]();
-  const first = await iterator.next();
-  if (first.done || first.value.kind?.$case !== 'start') throw new InvalidArgumentError('the first message must be start', { field: 'start' });
-  const start = first.value.kind.value;
+  const start = await firstMessageOf(iterator, 'start', 'start');
   const { driver, handle } = deps.supervisor().live(requireId(start.workloadId), 'exec into');
   const session = await openExecSession(
     driver,
@@ -124,7 +148,13 @@ async function* execStream(deps: NodeAgentServiceDeps, limits: ExecLimits, reque
     limits,
   );
   if (start.tty && start.size && start.size.columns > 0 && start.size.rows > 0) session.resize?.(start.size.columns, start.size.rows);
-  const out = new AsyncQueue<ExecResponse>();
+  // The command's output waits here only until the call takes it: past EXEC_OUTPUT_HIGH_WATER_MARK
+  // messages the session stops reading the command's pipes, so a slow reader blocks the command.
+  const out = new AsyncQueue<ExecResponse>(undefined, {
+    highWaterMark: EXEC_OUTPUT_HIGH_WATER_MARK,
+    pause: () => session.pauseOutput?.(),
+    resume: () => session.resumeOutput?.(),
+  });
   out.push({ kind: { $case: 'started', value: {} } });
   session.onStdout((data) => {
     for (let i = 0; i < data.length; i += STREAM_CHUNK_BYTES) out.push({ kind: { $case: 'stdout', value: data.subarray(i, i + STREAM_CHUNK_BYTES) } });
@@ -145,21 +175,18 @@ async function* execStream(deps: NodeAgentServiceDeps, limits: ExecLimits, reque
     },
   );
   // Input is pumped beside the output; when the caller half-closes, stdin is closed.
-  void (async () => {
-    try {
-      for (;;) {
-        const next = await iterator.next();
-        if (next.done) break;
-        const kind = next.value.kind;
-        if (kind?.$case === 'stdin') session.writeStdin(Buffer.from(kind.value));
-        else if (kind?.$case === 'stdinEof') session.closeStdin();
-        else if (kind?.$case === 'resize') session.resize?.(kind.value.columns, kind.value.rows);
-      }
-      session.closeStdin();
-    } catch {
-      // The call was cancelled: the finally below ends the command.
-    }
-  })();
+  // A failed request stream is a cancelled call: the finally below ends the command.
+  void forwardRequests(
+    iterator,
+    ({ kind }) => {
+      // Returned, so the next request is read only once the command's stdin has room.
+      if (kind?.$case === 'stdin') return session.writeStdin(Buffer.from(kind.value));
+      if (kind?.$case === 'stdinEof') session.closeStdin();
+      else if (kind?.$case === 'resize') session.resize?.(kind.value.columns, kind.value.rows);
+      return undefined;
+    },
+    { end: () => session.closeStdin() },
+  );
   const onAbort = () => session.kill();
   ctx.signal.addEventListener('abort', onAbort, { once: true });
   try {
@@ -174,6 +201,7 @@ function streamHandlers(deps: NodeAgentServiceDeps) {
   return implementServerStream(
     agentV1.NodeAgentServiceService,
     {
+      pullImage: (req, ctx) => pullImageStream(deps.drivers, { ...DEFAULT_PULL_SETTINGS, ...deps.imagePulls }, req, ctx.signal),
       async *streamLogs(req, ctx) {
         const chunks = deps.supervisor().streamLogs(requireId(req.workloadId), { tailBytes: req.tailBytes, follow: req.follow, signal: ctx.signal });
         for await (const data of chunks) yield { data };
@@ -185,7 +213,6 @@ function streamHandlers(deps: NodeAgentServiceDeps) {
         }
       },
       async *snapshotWorkload(req) {
-        const progress = new AsyncQueue<agentV1.SnapshotWorkloadResponse>();
         const toWire = (p: SnapshotProgress) => ({
           status: p.status,
           transferredBytes: p.transferredBytes,
@@ -193,17 +220,11 @@ function streamHandlers(deps: NodeAgentServiceDeps) {
           remainingBytes: p.remainingBytes,
           elapsedMs: p.elapsedMs,
         });
-        deps
-          .supervisor()
-          .snapshot(requireId(req.workloadId), (p) => progress.push({ kind: { $case: 'progress', value: toWire(p) } }), { leavePaused: req.leavePaused })
-          .then(
-            (result) => {
-              progress.push({ kind: { $case: 'result', value: { snapshotId: result.snapshotId, bytes: result.bytes, durationMs: Math.round(result.durationMs) } } });
-              progress.end();
-            },
-            (err: unknown) => progress.fail(err),
-          );
-        yield* progress;
+        yield* relayProgress<agentV1.SnapshotWorkloadResponse>(async (report) => {
+          const onProgress = (p: SnapshotProgress) => report({ kind: { $case: 'progress', value: toWire(p) } });
+          const result = await deps.supervisor().snapshot(requireId(req.workloadId), onProgress, { leavePaused: req.leavePaused });
+          return { kind: { $case: 'result', value: { snapshotId: result.snapshotId, bytes: result.bytes, durationMs: Math.round(result.durationMs) } } };
+        });
       },
     },
     deps.logger,
@@ -274,6 +295,18 @@ function unaryHandlers(deps: NodeAgentServiceDeps) {
       },
       async listWorkloads() {
         return { workloads: deps.supervisor().list().map(toProto) };
+      },
+      async listUnmanagedRuntimes() {
+        const runtimes = await deps.supervisor().listUnmanaged();
+        return {
+          runtimes: runtimes.map((r) => ({ workloadId: r.workloadId, driver: r.driver, running: r.running, createdAt: r.createdAt, displayId: r.displayId })),
+        };
+      },
+      async destroyUnmanagedRuntime(req) {
+        return { removed: await deps.supervisor().destroyUnmanaged(requireId(req.workloadId)) };
+      },
+      async restartWorkload(req) {
+        return { workload: toProto(await deps.supervisor().restart(requireId(req.workloadId))) };
       },
       async readLogs(req) {
         const chunk = await deps.supervisor().readLogs(requireId(req.workloadId), req.tailBytes);

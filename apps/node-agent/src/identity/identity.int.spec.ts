@@ -57,6 +57,8 @@ describe('agent registration and identity', () => {
       AGENT_NAME: 'agent-under-test',
       HOST_REGISTRY_ADDR: registry.address,
       NATS_URL: 'nats://127.0.0.1:1',
+      // This stand-in registry serves plaintext (TLS: credentials/control-plane-trust.int.spec.ts).
+      AGENT_ALLOW_INSECURE_CONTROL_PLANE: 'true',
       ...env,
     });
 

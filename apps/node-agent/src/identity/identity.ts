@@ -29,6 +29,12 @@ export interface HostIdentity {
    * then serves plaintext.
    */
   tls?: HostTlsCertificate;
+  /**
+   * The CA host-registry's TLS certificate chains to, trusted at first
+   * contact through AGENT_CONTROL_PLANE_CA_SHA256 and kept for every later
+   * start (see credentials/control-plane-trust.ts).
+   */
+  controlPlaneCaCertificatePem?: string;
 }
 
 export interface HostTlsCertificate {
@@ -58,6 +64,8 @@ export interface RegistrationOptions {
   register: RegisterHost;
   /** Sent so the registry issues this host a mutual-TLS certificate. */
   csr?: string;
+  /** A control-plane CA trusted through its pin: kept in the identity (also added to a stored one). */
+  controlPlaneCa?: string;
   logger: Logger;
   /** How long to keep retrying while the host registry is unreachable. Default 60 s. */
   retryForMs?: number;
@@ -91,6 +99,11 @@ export async function ensureIdentity(options: RegistrationOptions): Promise<{ id
     if (stored.expiresAt && Date.parse(stored.expiresAt) < Date.now()) {
       options.logger.warn('stored host token has expired', { hostId: stored.hostId, expiresAt: stored.expiresAt });
     }
+    if (options.controlPlaneCa && stored.controlPlaneCaCertificatePem !== options.controlPlaneCa) {
+      const updated = { ...stored, controlPlaneCaCertificatePem: options.controlPlaneCa };
+      await saveIdentity(options.stateDir, updated);
+      return { identity: updated, registered: false };
+    }
     return { identity: stored, registered: false };
   }
   if (!options.registrationToken) throw notRegisteredError(options.stateDir);
@@ -114,6 +127,7 @@ export async function ensureIdentity(options: RegistrationOptions): Promise<{ id
   };
   const tls = tlsCertificateOf(response.certificate);
   if (tls) identity.tls = tls;
+  if (options.controlPlaneCa) identity.controlPlaneCaCertificatePem = options.controlPlaneCa;
   identity.tokenIssuedAt = identity.registeredAt;
   await saveIdentity(options.stateDir, identity);
   return { identity, registered: true };

@@ -42,6 +42,11 @@ export interface WorkloadRecord {
    * this is what was given to the task). Emptied once it stopped for good.
    */
   ports?: PortMapping[];
+  /**
+   * The root disk the volume manager cloned for it (spec.vm.rootDisk), set
+   * before the driver starts it; removed with it at teardown.
+   */
+  volume?: { path: string; format: string; baseImage: string };
   /** Set once a stop was asked for, so the exit that follows counts as `stopped`. */
   stopRequested: boolean;
   startedAt?: string;

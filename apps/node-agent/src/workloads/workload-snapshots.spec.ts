@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { silentLogger } from '@corral/logging';
@@ -71,6 +71,75 @@ describe('WorkloadSupervisor snapshots', () => {
     expect(supervisor.inspect('src').state).toBe('paused');
     const copy = await supervisor.restore(spec('paused-copy'), { sourceWorkloadId: 'src', snapshotId, paused: true });
     expect(copy.state).toBe('paused');
+  });
+
+  it('lists snapshots from disk (oldest first, real blocks), also after an agent restart, and deletes them idempotently', async () => {
+    await supervisor.start(spec('src'));
+    expect(await supervisor.listSnapshots('src')).toEqual([]);
+    const first = await supervisor.snapshot('src', () => undefined);
+    const second = await supervisor.snapshot('src', () => undefined);
+    const listed = await supervisor.listSnapshots('src');
+    expect(listed.map((s) => s.snapshotId).sort()).toEqual([first.snapshotId, second.snapshotId].sort());
+    for (const s of listed) {
+      expect(s).toMatchObject({ sourceWorkloadId: 'src', driver: 'process' });
+      expect(s.createdAt).toBeInstanceOf(Date);
+      // A 15-byte file still takes at least one block.
+      expect(s.sizeBytes).toBeGreaterThan(0);
+      expect(s.sizeBytes % 512).toBe(0);
+    }
+
+    // A new agent process reads the same list from disk.
+    await supervisor.close();
+    const registry = new DriverRegistry(silentLogger);
+    registry.register(driver);
+    supervisor = new WorkloadSupervisor({ hostId: 'h', stateDir, drivers: registry, bus: { publish: () => undefined }, logger: silentLogger });
+    await supervisor.recover();
+    expect((await supervisor.listSnapshots('src')).map((s) => s.snapshotId).sort()).toEqual(listed.map((s) => s.snapshotId).sort());
+
+    expect(await supervisor.deleteSnapshot('src', first.snapshotId)).toBe(true);
+    expect(existsSync(first.file)).toBe(false);
+    expect(readdirSync(dirname(first.file)).filter((n) => n.startsWith(first.snapshotId))).toEqual([]);
+    expect((await supervisor.listSnapshots('src')).map((s) => s.snapshotId)).toEqual([second.snapshotId]);
+    // Idempotent: gone already is fine, and so is a workload without any.
+    expect(await supervisor.deleteSnapshot('src', first.snapshotId)).toBe(false);
+    expect(await supervisor.deleteSnapshot('never-here', first.snapshotId)).toBe(false);
+    expect(await supervisor.listSnapshots('never-here')).toEqual([]);
+    await expect(supervisor.restore(spec('late'), { sourceWorkloadId: 'src', snapshotId: first.snapshotId })).rejects.toMatchObject({ name: 'NotFoundError' });
+    await expect(supervisor.deleteSnapshot('src', '../etc')).rejects.toMatchObject({ name: 'InvalidArgumentError', field: 'snapshotId' });
+    await expect(supervisor.listSnapshots('../src')).rejects.toMatchObject({ name: 'InvalidArgumentError', field: 'workloadId' });
+  });
+
+  it('refuses to delete a snapshot while a restore reads it, and does not list one still being taken', async () => {
+    await supervisor.start(spec('src'));
+    const { snapshotId } = await supervisor.snapshot('src', () => undefined);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const restoreFrom = driver.restoreFrom.bind(driver);
+    driver.restoreFrom = async (file, task, options) => {
+      await gate;
+      return restoreFrom(file, task, options);
+    };
+    const restoring = supervisor.restore(spec('copy'), { sourceWorkloadId: 'src', snapshotId });
+    await new Promise((resolve) => setImmediate(resolve));
+    await expect(supervisor.deleteSnapshot('src', snapshotId)).rejects.toMatchObject({ name: 'FailedPreconditionError', field: 'snapshotId' });
+    release();
+    await expect(restoring).resolves.toMatchObject({ workloadId: 'copy', state: 'running' });
+    expect(await supervisor.deleteSnapshot('src', snapshotId)).toBe(true);
+
+    let finish!: () => void;
+    const slow = new Promise<void>((resolve) => (finish = resolve));
+    const snapshot = driver.snapshot.bind(driver);
+    driver.snapshot = async (handle, file, onProgress) => {
+      const result = await snapshot(handle, file, onProgress);
+      await slow;
+      return result;
+    };
+    const taking = supervisor.snapshot('src', () => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(await supervisor.listSnapshots('src')).toEqual([]);
+    finish();
+    const taken = await taking;
+    expect((await supervisor.listSnapshots('src')).map((s) => s.snapshotId)).toEqual([taken.snapshotId]);
   });
 
   it('refuses unknown and malformed snapshots before recording anything, and drivers that cannot snapshot', async () => {

@@ -74,6 +74,25 @@ describe('WorkloadSupervisor', () => {
     rmSync(stateDir, { recursive: true, force: true });
   });
 
+  it("sends the host's current JWT with every state change, read at publish time", async () => {
+    const registry = new DriverRegistry(silentLogger);
+    registry.register(driver);
+    let token = 'jwt-1';
+    const withToken = new WorkloadSupervisor({ hostId: 'host-1', stateDir, drivers: registry, bus, logger: silentLogger, hostToken: () => token });
+    await withToken.recover();
+    try {
+      machine.script('w-token', { exitAfterMs: 5000, exitCode: 0 });
+      await withToken.start(spec('w-token'));
+      token = 'jwt-2';
+      await withToken.stop('w-token', { timeoutMs: 1000 });
+      const tokens = bus.of('w-token').map((m) => m.hostToken);
+      expect(tokens.slice(0, 2)).toEqual(['jwt-1', 'jwt-1']);
+      expect(tokens.at(-1)).toBe('jwt-2');
+    } finally {
+      await withToken.close();
+    }
+  });
+
   // Settled once the final state is also published: the supervisor publishes
   // only after the state is on disk, so in-memory state can be ahead.
   const settled = (id: string) =>

@@ -1,7 +1,6 @@
 import { constants as osConstants } from 'node:os';
 import {
   FailedPreconditionError,
-  InvalidArgumentError,
   NotFoundError,
   TERMINAL_STATES,
   UnavailableError,
@@ -13,15 +12,16 @@ import {
 } from '@corral/domain';
 import { Topics, type EventBus } from '@corral/events';
 import type { Logger } from '@corral/logging';
-import { randomBytes } from 'node:crypto';
-import { access, mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  hasLabelledRuntimes,
   hasLogs,
   hasPause,
   hasSnapshot,
   type Driver,
   type ExitResult,
+  type LabelledRuntime,
   type LogChunk,
   type PortMapping,
   type SnapshotProgress,
@@ -32,9 +32,11 @@ import {
 import type { DriverRegistry } from '../drivers/driver-registry';
 import { PortAllocator, portEnv } from '../ports';
 import type { VolumeManager } from '../volumes';
+import { rootDiskBaseOf } from '../volumes/root-disk-base';
 import { canFollowLogs } from './log-follow';
 import { RecordStore } from './record-store';
 import { validateSpec, type WorkloadSpecInput } from './spec-validation';
+import { SnapshotStore, checkSnapshotId, checkSourceWorkloadId, newSnapshotId, type SnapshotInfo } from './workload-snapshots';
 import { LOST_REASON, viewOf, wireExitCode, type WorkloadRecord, type WorkloadView } from './workload-record';
 
 /** The part of the event bus the supervisor needs; tests pass a recorder. */
@@ -47,10 +49,16 @@ export interface WorkloadSupervisorOptions {
   drivers: DriverRegistry;
   bus: StateEventPublisher;
   logger: Logger;
+  /** The host's current JWT, sent with every state change so the scheduler knows the event is this host's. */
+  hostToken?: () => string;
   /** Host ports for the workloads' routes. Default: an allocator over `<stateDir>/ports.json` and the default range. */
   ports?: PortAllocator;
-  /** Workloads' root-disk clones, removed at teardown. Absent: the agent makes none. */
-  volumes?: Pick<VolumeManager, 'remove'>;
+  /**
+   * Workloads' root-disk clones: made before a start whose spec names
+   * vm.rootDisk, or of a unikernel's image (without `cloneImage` such a
+   * start fails), removed at teardown. Absent: the agent makes none.
+   */
+  volumes?: Pick<VolumeManager, 'remove'> & Partial<Pick<VolumeManager, 'cloneImage'>>;
   /** Grace period of a stop that names none. Default 10 s. */
   defaultStopTimeoutMs?: number;
   /** Extra time a driver gets, past the grace period, to report the forced kill. Default 10 s. */
@@ -86,10 +94,6 @@ export interface RecoverySummary {
  * and an exit the driver reports now changes nothing.
  */
 const LEAVING: ReadonlySet<InstanceState> = new Set(['tearing_down', 'retired']);
-
-/** Snapshot ids as `snapshot()` makes them, and names usable as a directory. */
-const SNAPSHOT_ID = /^snap-[0-9A-Za-z]+-[0-9a-f]+$/;
-const SAFE_DIR_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 /** Default tail of ReadLogs, and the most it returns (a gRPC answer is capped at 4 MiB). */
 export const DEFAULT_LOG_TAIL_BYTES = 1024 * 1024;
@@ -138,6 +142,7 @@ export class WorkloadSupervisor {
   private readonly entries = new Map<string, Entry>();
   private readonly store: RecordStore;
   private readonly ports: PortAllocator;
+  private readonly snapshots: SnapshotStore;
   private readonly logger: Logger;
   private readonly now: () => Date;
   private readonly defaultStopTimeoutMs: number;
@@ -148,6 +153,7 @@ export class WorkloadSupervisor {
   constructor(private readonly options: WorkloadSupervisorOptions) {
     this.logger = options.logger.child({ component: 'workload-supervisor' });
     this.store = new RecordStore(options.stateDir, this.logger);
+    this.snapshots = new SnapshotStore(options.stateDir);
     this.ports = options.ports ?? new PortAllocator({ stateDir: options.stateDir, logger: options.logger });
     this.now = options.now ?? (() => new Date());
     this.defaultStopTimeoutMs = options.defaultStopTimeoutMs ?? 10_000;
@@ -203,6 +209,35 @@ export class WorkloadSupervisor {
   }
 
   /**
+   * The reconciler's restart: an ended (stopped or failed) workload's
+   * leftover runtime (container, task directory) is removed and it is
+   * launched again from its recorded spec under the same id. Its seq keeps
+   * increasing, so the control plane applies the new run's reports over the
+   * old ones. Any other state is returned unchanged; unknown is NotFound.
+   */
+  async restart(workloadId: string): Promise<WorkloadView> {
+    this.assertOpen();
+    const entry = this.require(workloadId);
+    await entry.starting?.catch(() => undefined);
+    if (this.entries.get(workloadId) !== entry || !canRelaunch(entry)) return viewOf(entry.record);
+    const { record } = entry;
+    const driver = this.options.drivers.get(record.spec.driver);
+    const run = (async () => {
+      if (record.handle) await driver.destroy(record.handle, { force: true });
+      Object.assign(record, { exited: false, exitCode: undefined, reason: undefined, handle: undefined, stopRequested: false, startedAt: undefined, finishedAt: undefined, ports: [] });
+      this.logger.info('restarting an ended workload', { workloadId: record.spec.workloadId, seq: record.seq });
+      await this.launch(entry, driver);
+    })();
+    entry.starting = run;
+    try {
+      await run;
+    } finally {
+      if (entry.starting === run) entry.starting = undefined;
+    }
+    return viewOf(record);
+  }
+
+  /**
    * Starts a new workload from a snapshot this agent took of `sourceWorkloadId`
    * (the machine comes from the snapshot; `input` names it and gives its
    * routes). Idempotent by workload id like start; an unknown snapshot is
@@ -211,19 +246,41 @@ export class WorkloadSupervisor {
    */
   async restore(input: WorkloadSpecInput, from: { sourceWorkloadId: string; snapshotId: string; paused?: boolean }): Promise<WorkloadView> {
     this.assertOpen();
-    if (!SNAPSHOT_ID.test(from.snapshotId)) throw new InvalidArgumentError('snapshotId is malformed', { field: 'snapshotId' });
-    if (!SAFE_DIR_NAME.test(from.sourceWorkloadId)) throw new InvalidArgumentError('sourceWorkloadId is malformed', { field: 'sourceWorkloadId' });
+    checkSnapshotId(from.snapshotId);
+    checkSourceWorkloadId(from.sourceWorkloadId, 'sourceWorkloadId');
     const known = this.entries.get(input.workloadId);
     if (known) return this.startWith(input);
     const driver = this.options.drivers.get(input.driver);
     if (!hasSnapshot(driver)) throw new FailedPreconditionError(`driver ${input.driver} cannot restore snapshots`);
-    const file = join(this.options.stateDir, 'snapshots', from.sourceWorkloadId, `${from.snapshotId}.state`);
-    try {
-      await access(file);
-    } catch {
-      throw new NotFoundError(`snapshot ${from.snapshotId} of workload ${from.sourceWorkloadId} is not on this host`, { field: 'snapshotId' });
-    }
-    return this.startWith(input, (task) => driver.restoreFrom(file, task, { paused: from.paused ?? false }), from.paused ? 'paused' : 'running');
+    // Marked in use from before the check until the driver has read it: a
+    // delete meanwhile is refused rather than pulling it away mid-restore.
+    return this.snapshots.reading(from.sourceWorkloadId, from.snapshotId, async (file) => {
+      if (!(await this.snapshots.exists(from.sourceWorkloadId, from.snapshotId))) {
+        throw new NotFoundError(`snapshot ${from.snapshotId} of workload ${from.sourceWorkloadId} is not on this host`, { field: 'snapshotId' });
+      }
+      return this.startWith(input, (task) => driver.restoreFrom(file, task, { paused: from.paused ?? false }), from.paused ? 'paused' : 'running');
+    });
+  }
+
+  /**
+   * The snapshots of a workload on this host, read from disk (so also after
+   * an agent restart, and for a workload that has finished), oldest first;
+   * none for a workload that has none or is unknown here.
+   */
+  async listSnapshots(workloadId: string): Promise<SnapshotInfo[]> {
+    this.assertOpen();
+    return this.snapshots.list(checkSourceWorkloadId(workloadId));
+  }
+
+  /**
+   * Deletes one snapshot. Idempotent: false when it was not there. A
+   * snapshot still being taken, or read by a restore, is a FailedPrecondition.
+   */
+  async deleteSnapshot(workloadId: string, snapshotId: string): Promise<boolean> {
+    this.assertOpen();
+    const deleted = await this.snapshots.delete(checkSourceWorkloadId(workloadId), checkSnapshotId(snapshotId));
+    if (deleted) this.logger.info('workload snapshot deleted', { workloadId, snapshotId });
+    return deleted;
   }
 
   private async startWith(input: WorkloadSpecInput, begin?: (task: TaskSpec) => Promise<TaskHandle>, initial: 'running' | 'paused' = 'running'): Promise<WorkloadView> {
@@ -363,6 +420,45 @@ export class WorkloadSupervisor {
     return [...this.entries.values()].map((e) => viewOf(e.record)).sort((a, b) => a.workloadId.localeCompare(b.workloadId));
   }
 
+  /**
+   * Runtime objects carrying a Corral workload id that this agent has no
+   * record of (orphans: a record lost, or a runtime created by someone
+   * else), from every driver that can find them by label.
+   */
+  async listUnmanaged(): Promise<Array<LabelledRuntime & { driver: string }>> {
+    const found: Array<LabelledRuntime & { driver: string }> = [];
+    for (const driver of this.options.drivers.all()) {
+      if (!hasLabelledRuntimes(driver)) continue;
+      try {
+        for (const runtime of await driver.listLabelled()) {
+          if (!this.entries.has(runtime.workloadId)) found.push({ ...runtime, driver: driver.name });
+        }
+      } catch (err) {
+        this.logger.warn('could not list labelled runtime objects', { driver: driver.name, err });
+      }
+    }
+    return found.sort((a, b) => a.workloadId.localeCompare(b.workloadId));
+  }
+
+  /**
+   * Removes the runtime objects labelled with an id this agent has no
+   * record of (the reconciler's reap). A known workload is left to
+   * destroy(): its record, ports and volume go with it. Idempotent.
+   */
+  async destroyUnmanaged(workloadId: string): Promise<boolean> {
+    this.assertOpen();
+    if (this.entries.has(workloadId)) return false;
+    let removed = false;
+    for (const driver of this.options.drivers.all()) {
+      if (!hasLabelledRuntimes(driver)) continue;
+      if (!(await driver.listLabelled()).some((r) => r.workloadId === workloadId)) continue;
+      await driver.removeLabelled(workloadId);
+      removed = true;
+    }
+    if (removed) this.logger.warn('removed an unmanaged runtime object', { workloadId });
+    return removed;
+  }
+
   /** The last `tailBytes` of a workload's output (0 = the default 1 MiB). */
   async readLogs(workloadId: string, tailBytes = 0): Promise<LogChunk> {
     const { record } = this.require(workloadId);
@@ -408,7 +504,15 @@ export class WorkloadSupervisor {
       await sleep(pollMs, signal);
     }
     const handle = this.require(workloadId).record.handle as TaskHandle;
-    let offset = Math.max(0, (await driver.readLogsFrom(handle, { offset: 0, maxBytes: 0 })).size - tail);
+    let offset: number;
+    if (driver.readLogTailForFollow) {
+      // Offsets into a framed log (podman's CRI records) are not output bytes: the driver finds where the tail starts.
+      const start = await driver.readLogTailForFollow(handle, { tailBytes: tail });
+      if (start.data.length > 0) yield start.data;
+      offset = start.nextOffset;
+    } else {
+      offset = Math.max(0, (await driver.readLogsFrom(handle, { offset: 0, maxBytes: 0 })).size - tail);
+    }
     for (;;) {
       // Seen ended before the last read: everything it wrote is in the file by then.
       const done = ended();
@@ -419,9 +523,10 @@ export class WorkloadSupervisor {
           offset = 0; // truncated underneath us: start over from its beginning
           continue;
         }
-        if (range.data.length === 0) break;
-        offset += range.data.length;
-        yield range.data;
+        const next = range.nextOffset ?? offset + range.data.length;
+        if (next === offset) break;
+        offset = next;
+        if (range.data.length > 0) yield range.data;
       }
       if (done || signal?.aborted) return;
       await sleep(pollMs, signal);
@@ -458,14 +563,15 @@ export class WorkloadSupervisor {
     const { driver, handle } = this.live(workloadId, 'snapshot');
     if (!hasSnapshot(driver)) throw new FailedPreconditionError(`driver ${driver.name} cannot take memory snapshots`);
     const entry = this.require(workloadId);
-    const snapshotId = `snap-${this.now().toISOString().replace(/[-:.]/g, '').slice(0, 15)}-${randomBytes(4).toString('hex')}`;
-    const dir = join(this.options.stateDir, 'snapshots', workloadId);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const createdAt = this.now();
+    const snapshotId = newSnapshotId(createdAt);
     // One at a time with pause/resume: both freeze and thaw the same task.
     const run = (entry.pausing ?? Promise.resolve())
       .catch(() => undefined)
       .then(async () => {
-        const result = await driver.snapshot(handle, join(dir, `${snapshotId}.state`), onProgress, { leavePaused: options.leavePaused });
+        const result = await this.snapshots.taking(workloadId, snapshotId, driver.name, createdAt, (file) =>
+          driver.snapshot(handle, file, onProgress, { leavePaused: options.leavePaused }),
+        );
         if (options.leavePaused && entry.record.state === 'running') await this.transition(entry, { state: 'paused' });
         return result;
       });
@@ -506,6 +612,20 @@ export class WorkloadSupervisor {
         return;
       }
     }
+    // A restore's disks come with its snapshot; only a fresh start clones one
+    // (a microVM's vm.rootDisk, a unikernel's image: the same path for both).
+    let rootDisk: string | undefined;
+    const rootDiskBase = rootDiskBaseOf(spec);
+    if (rootDiskBase && !begin) {
+      try {
+        rootDisk = await this.cloneRootDisk(entry, rootDiskBase);
+      } catch (err) {
+        const why = isCorralError(err) ? err.message : 'volume error';
+        this.logger.warn('no root disk for a workload', { workloadId: spec.workloadId, err });
+        await this.transition(entry, { state: 'failed', reason: `start failed: ${why}`, finishedAt: this.now().toISOString() });
+        return;
+      }
+    }
     // Corral's port variables win over the caller's: they say where the
     // workload must listen for its routes to reach it.
     const env = { ...spec.env, ...portEnv(ports, { listenOn: driver.hostNetwork ? 'hostPort' : 'guestPort' }) };
@@ -519,7 +639,7 @@ export class WorkloadSupervisor {
         labels: spec.labels,
         ...(spec.image !== undefined ? { image: spec.image } : {}),
         ...(spec.resources !== undefined ? { resources: { ...spec.resources } } : {}),
-        ...(spec.vm !== undefined ? { vm: { ...spec.vm } } : {}),
+        ...(spec.vm !== undefined ? { vm: { ...spec.vm, ...(rootDisk !== undefined ? { disk: rootDisk } : {}) } } : {}),
         ports: ports.map((p) => ({ ...p })),
       });
     } catch (err) {
@@ -533,6 +653,24 @@ export class WorkloadSupervisor {
     await this.transition(entry, { state: initial, handle, ports, startedAt: this.now().toISOString() });
     this.logger.info('workload started', { workloadId: spec.workloadId, driver: spec.driver, handle: handle.displayId });
     this.watch(entry, driver, handle);
+  }
+
+  /**
+   * The workload's own copy-on-write clone of `baseImage` (idempotent per
+   * workload), recorded in its record before the driver sees it: teardown
+   * removes it whatever happens after.
+   */
+  private async cloneRootDisk(entry: Entry, baseImage: string): Promise<string> {
+    const volumes = this.options.volumes;
+    if (!volumes?.cloneImage) throw new FailedPreconditionError('this agent has no volume manager: it cannot clone root disks');
+    const clone = await volumes.cloneImage(baseImage, entry.record.spec.workloadId);
+    entry.record.volume = { path: clone.path, format: clone.format, baseImage };
+    const saved = structuredClone(entry.record);
+    const step = entry.writes.catch(() => undefined).then(() => this.store.save(saved));
+    entry.writes = step;
+    await step;
+    this.logger.info('root disk cloned', { workloadId: entry.record.spec.workloadId, baseImage, disk: clone.path, format: clone.format });
+    return clone.path;
   }
 
   private async halt(entry: Entry, timeoutMs: number, signal: NodeJS.Signals): Promise<void> {
@@ -725,6 +863,7 @@ export class WorkloadSupervisor {
         exitCode: wireExitCode(view),
         reason: view.reason ?? '',
         at: new Date(record.updatedAt),
+        hostToken: this.options.hostToken?.() ?? '',
       });
     } catch (err) {
       // The change is on disk and in the next heartbeat; a consumer that
@@ -743,6 +882,12 @@ export class WorkloadSupervisor {
     if (!this.initialised) throw new UnavailableError('the agent is still starting');
     if (this.closed) throw new UnavailableError('the agent is shutting down');
   }
+}
+
+/** Ended on its own or on request, and not being started, stopped or torn down. */
+function canRelaunch(entry: Entry): boolean {
+  const { state } = entry.record;
+  return (state === 'stopped' || state === 'failed') && !entry.starting && !entry.stopping && !entry.destroying;
 }
 
 /** A signal death as a shell reports it: 128 + signal number. */

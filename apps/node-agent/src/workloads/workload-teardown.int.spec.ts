@@ -5,7 +5,7 @@ import type { Topic } from '@corral/events';
 import { createExecutor, execErrorFromResult, isProcessAlive, killProcessGroup, resolveProgram, type Command } from '@corral/exec';
 import { silentLogger } from '@corral/logging';
 import type { WorkloadStateChanged } from '@corral/proto';
-import { describeWithPodman, ensureBusyboxImage, ensureMicrovmImage, eventually, microvmImageUnavailableReason } from '@corral/testing';
+import { describeWithPodman, ensureBusyboxImage, ensureMicrovmImage, eventually, microvmImageUnavailableReason, qemuProcessesUnder } from '@corral/testing';
 import { DriverRegistry } from '../drivers/driver-registry';
 import { parsePs, WORKLOAD_ID_LABEL } from '../drivers/podman/commands';
 import { PodmanDriver } from '../drivers/podman/podman-driver';
@@ -87,21 +87,6 @@ const qemuImgPath = resolveProgram('qemu-img', process.env.PATH);
 const qemuSkip = !qemuPath ? 'qemu-system-x86_64 is not installed' : !qemuImgPath ? 'qemu-img is not installed' : microvmImageUnavailableReason();
 if (qemuSkip) console.log(`[skip] workload teardown with real qemu: ${qemuSkip}`);
 const describeWithQemu = qemuSkip ? describe.skip : describe;
-
-/** qemu processes whose command line mentions `dir`. */
-function qemuProcessesUnder(dir: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.includes('qemu-system') && cmdline.includes(dir)) pids.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
 
 describeWithQemu('workload teardown with real qemu (tcg)', () => {
   jest.setTimeout(180_000);

@@ -1,5 +1,5 @@
 import { FailedPreconditionError } from '@corral/domain';
-import { createClient, mutualTlsChannelCredentials, type PromiseClient, type TlsMaterial } from '@corral/grpc';
+import { createClient, isTlsMaterialSource, mutualTlsChannelCredentials, type PromiseClient, type TlsMaterial, type TlsMaterialSource } from '@corral/grpc';
 import { agentV1 } from '@corral/proto';
 
 export type AgentClient = PromiseClient<agentV1.NodeAgentServiceClient>;
@@ -15,9 +15,13 @@ export interface AgentPoolOptions {
   /**
    * The scheduler's control-plane certificate (AGENT_TLS_*): agents are
    * called over mutual TLS, and each must present a certificate naming the
-   * host the call is for. Without it agents are called in plaintext.
+   * host the call is for. Without it agents are called in plaintext. A
+   * source (files reloaded when replaced) gives new channels the renewed
+   * certificate without a restart.
    */
-  tls?: TlsMaterial;
+  tls?: TlsMaterial | TlsMaterialSource;
+  /** How long a channel made with replaced material still serves calls under way before it is closed. Default 10 min. */
+  retiredChannelGraceMs?: number;
 }
 
 /**
@@ -26,7 +30,8 @@ export interface AgentPoolOptions {
  * it) is another channel, checked against the other identity.
  */
 export class AgentPool {
-  private readonly clients = new Map<string, { address: string; client: AgentClient }>();
+  private readonly clients = new Map<string, { address: string; client: AgentClient; material: TlsMaterial | undefined }>();
+  private readonly retired = new Set<{ client: AgentClient; timer: ReturnType<typeof setTimeout> }>();
   private readonly options: AgentPoolOptions;
 
   constructor(options: AgentPoolOptions | number) {
@@ -42,13 +47,38 @@ export class AgentPool {
     const { id, agentAddress } = target;
     if (this.options.tls && !id) throw new FailedPreconditionError(`calling the agent at ${agentAddress} over mutual TLS needs the host id it must prove`);
     const key = `${id}@${agentAddress}`;
+    const material = this.currentMaterial();
     let entry = this.clients.get(key);
+    if (entry && entry.material !== material) {
+      // Renewed certificate: new calls go over a new channel; the old one
+      // finishes what it carries (streams included) before it is closed.
+      this.retire(entry.client);
+      entry = undefined;
+    }
     if (!entry) {
-      const credentials = this.options.tls ? mutualTlsChannelCredentials(this.options.tls, { kind: 'host', hostId: id }) : undefined;
-      entry = { address: agentAddress, client: createClient(agentV1.NodeAgentServiceClient, agentAddress, { deadlineMs: this.options.deadlineMs, credentials }) };
+      const credentials = material ? mutualTlsChannelCredentials(material, { kind: 'host', hostId: id }) : undefined;
+      entry = { address: agentAddress, material, client: createClient(agentV1.NodeAgentServiceClient, agentAddress, { deadlineMs: this.options.deadlineMs, credentials }) };
       this.clients.set(key, entry);
     }
     return entry.client;
+  }
+
+  private currentMaterial(): TlsMaterial | undefined {
+    const tls = this.options.tls;
+    if (!tls) return undefined;
+    return isTlsMaterialSource(tls) ? tls.current() : tls;
+  }
+
+  private retire(client: AgentClient): void {
+    const retired = {
+      client,
+      timer: setTimeout(() => {
+        this.retired.delete(retired);
+        client.close();
+      }, this.options.retiredChannelGraceMs ?? 600_000),
+    };
+    retired.timer.unref?.();
+    this.retired.add(retired);
   }
 
   /** Drops the channels to an address, e.g. after its agent moved or its host was deleted. */
@@ -63,5 +93,10 @@ export class AgentPool {
   closeAll(): void {
     for (const entry of this.clients.values()) entry.client.close();
     this.clients.clear();
+    for (const retired of this.retired) {
+      clearTimeout(retired.timer);
+      retired.client.close();
+    }
+    this.retired.clear();
   }
 }

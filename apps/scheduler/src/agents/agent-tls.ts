@@ -1,29 +1,24 @@
-import { readFileSync } from 'node:fs';
-import { FailedPreconditionError } from '@corral/domain';
-import type { TlsMaterial } from '@corral/grpc';
+import { ReloadingTlsMaterial } from '@corral/grpc';
+import type { Logger } from '@corral/logging';
 import type { SchedulerConfig } from '../config';
 
 /**
- * The scheduler's control-plane certificate, read once at start. A file that
- * cannot be read stops the scheduler, naming its variable (never its content:
- * the key is a secret).
+ * The scheduler's control-plane certificate from its files. A file that
+ * cannot be read stops the scheduler at start, naming its variable (never
+ * its content: the key is a secret); files replaced later (a re-issued
+ * certificate) are picked up for new agent channels without a restart, as
+ * long as they hang together (ReloadingTlsMaterial in @corral/grpc).
  */
-export function loadAgentTlsMaterial(config: Pick<SchedulerConfig, 'agentTlsCaFile' | 'agentTlsCertFile' | 'agentTlsKeyFile'>): TlsMaterial | undefined {
+export function loadAgentTlsMaterial(
+  config: Pick<SchedulerConfig, 'agentTlsCaFile' | 'agentTlsCertFile' | 'agentTlsKeyFile'>,
+  options: { logger?: Logger; recheckMs?: number } = {},
+): ReloadingTlsMaterial | undefined {
   if (!config.agentTlsCaFile || !config.agentTlsCertFile || !config.agentTlsKeyFile) return undefined;
-  const read = (path: string, variable: string) => {
-    try {
-      return readFileSync(path, 'utf8');
-    } catch (err) {
-      throw new FailedPreconditionError(`${variable}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-    }
-  };
-  const material = {
-    caCertificatePem: read(config.agentTlsCaFile, 'AGENT_TLS_CA_FILE'),
-    certificatePem: read(config.agentTlsCertFile, 'AGENT_TLS_CERT_FILE'),
-    privateKeyPem: read(config.agentTlsKeyFile, 'AGENT_TLS_KEY_FILE'),
-  };
-  if (!material.caCertificatePem.includes('BEGIN CERTIFICATE')) throw new FailedPreconditionError('AGENT_TLS_CA_FILE is not a PEM certificate');
-  if (!material.certificatePem.includes('BEGIN CERTIFICATE')) throw new FailedPreconditionError('AGENT_TLS_CERT_FILE is not a PEM certificate');
-  if (!material.privateKeyPem.includes('PRIVATE KEY')) throw new FailedPreconditionError('AGENT_TLS_KEY_FILE is not a PEM private key');
-  return material;
+  const files = { caFile: config.agentTlsCaFile, certFile: config.agentTlsCertFile, keyFile: config.agentTlsKeyFile };
+  return ReloadingTlsMaterial.load(files, {
+    variables: { ca: 'AGENT_TLS_CA_FILE', cert: 'AGENT_TLS_CERT_FILE', key: 'AGENT_TLS_KEY_FILE' },
+    recheckMs: options.recheckMs,
+    onReload: () => options.logger?.info('agent TLS certificate reloaded from AGENT_TLS_CERT_FILE: new agent channels use it'),
+    onRejected: (reason) => options.logger?.warn('agent TLS files changed but were not taken; the previous certificate stays in use', { reason }),
+  });
 }

@@ -1,5 +1,5 @@
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from '@corral/domain';
-import { implementBidiStream, implementUnary, openBidiStream } from '@corral/grpc';
+import { implementBidiStream, implementServerStream, implementUnary, openBidiStream } from '@corral/grpc';
 import type { Logger } from '@corral/logging';
 import { schedulerV1, type agentV1 } from '@corral/proto';
 import type { AgentClient, AgentPool } from '../agents/agent-pool';
@@ -65,6 +65,20 @@ export function hostImageHandlers(deps: HostImagesDeps, logger: Logger) {
             }
           })();
           for await (const message of upstream.responses) {
+            if (message.kind) yield { kind: message.kind };
+          }
+        },
+      },
+      logger,
+    ),
+    ...implementServerStream(
+      definition,
+      {
+        async *pullHostImage(req, ctx) {
+          if (!req.image) throw new InvalidArgumentError('image is required', { field: 'image' });
+          const agent = await imageAgentOf(deps, req.hostId, team(req.teamId));
+          // The downstream call's signal: a caller that goes away cancels the agent's call, which kills podman.
+          for await (const message of agent.stream('pullImage', { ...req.image, driver: req.image.driver || 'podman' }, { signal: ctx.signal })) {
             if (message.kind) yield { kind: message.kind };
           }
         },

@@ -4,17 +4,34 @@ import type { Logger } from '@corral/logging';
 import { schedulerV1 } from '@corral/proto';
 import { workloadToProto } from '../workloads/workload-store';
 import type { WorkloadService } from '../workloads/workload-service';
+import type { WorkloadMigration } from '../workloads/workload-migration';
+import { migrationHandlers } from '../workloads/workload-migration-handlers';
 import { hostImageHandlers, type HostImagesDeps } from './host-images';
 import { workloadStreamHandlers } from './workload-streams';
+import { serviceHandlers } from '../services/service-handlers';
+import type { ServiceDeployer } from '../services/service-deployer';
+import type { ServiceStore } from '../services/service-store';
+import { reconcilerHandlers } from '../reconcile/reconciler-handlers';
+import type { ReconcilerRequests } from '../reconcile/reconciler-requests';
 
 const team = (teamId: string) => teamId || null;
 
-export function schedulerService(workloads: WorkloadService, logger: Logger, images?: HostImagesDeps) {
+export function schedulerService(
+  workloads: WorkloadService,
+  logger: Logger,
+  images?: HostImagesDeps,
+  reconciler?: ReconcilerRequests,
+  services?: { deployer: ServiceDeployer; store: ServiceStore },
+  migration?: WorkloadMigration,
+) {
   return {
     ...unaryHandlers(workloads, logger),
     ...streamHandlers(workloads, logger),
     ...workloadStreamHandlers(workloads, logger),
     ...(images ? hostImageHandlers(images, logger) : {}),
+    ...(reconciler ? reconcilerHandlers(reconciler, logger) : {}),
+    ...(services ? serviceHandlers(services.deployer, services.store, logger) : {}),
+    ...(migration ? migrationHandlers(migration, logger) : {}),
   };
 }
 

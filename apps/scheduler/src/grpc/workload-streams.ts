@@ -1,5 +1,15 @@
 import { FailedPreconditionError, InvalidArgumentError, isCorralError } from '@corral/domain';
-import { callClientStream, implementBidiStream, implementClientStream, implementServerStream, implementUnary, openBidiStream } from '@corral/grpc';
+import {
+  callClientStream,
+  firstMessageOf,
+  forwardRequests,
+  implementBidiStream,
+  implementClientStream,
+  implementServerStream,
+  implementUnary,
+  openBidiStream,
+  uploadedChunks,
+} from '@corral/grpc';
 import type { Logger } from '@corral/logging';
 import { schedulerV1, type agentV1 } from '@corral/proto';
 import type { WorkloadService } from '../workloads/workload-service';
@@ -27,9 +37,7 @@ export function workloadStreamHandlers(workloads: WorkloadService, logger: Logge
       {
         async *execWorkload(requests, ctx) {
           const iterator = requests[Symbol.asyncIterator]();
-          const first = await iterator.next();
-          if (first.done || first.value.kind?.$case !== 'start') throw new InvalidArgumentError('the first message must be start', { field: 'start' });
-          const start = first.value.kind.value;
+          const start = await firstMessageOf(iterator, 'start', 'start');
           const agent = await workloads.agentOf(start.id, team(start.teamId), 'exec into');
           const upstream = openBidiStream<agentV1.ExecRequest, agentV1.ExecResponse>((md, o) => agent.raw.exec(md, o), { signal: ctx.signal });
           await upstream.write({
@@ -38,21 +46,17 @@ export function workloadStreamHandlers(workloads: WorkloadService, logger: Logge
               value: { workloadId: start.id, command: start.command, tty: start.tty, env: start.env, workingDir: start.workingDir, size: start.size },
             },
           });
-          void (async () => {
-            try {
-              for (;;) {
-                const next = await iterator.next();
-                if (next.done) break;
-                const kind = next.value.kind;
-                if (kind?.$case === 'stdin') await upstream.write({ kind: { $case: 'stdin', value: kind.value } });
-                else if (kind?.$case === 'stdinEof') await upstream.write({ kind: { $case: 'stdinEof', value: true } });
-                else if (kind?.$case === 'resize') await upstream.write({ kind: { $case: 'resize', value: kind.value } });
-              }
-              upstream.end();
-            } catch {
-              upstream.cancel();
-            }
-          })();
+          // Input goes up as the agent's call accepts it; output comes down as the caller reads it
+          // (upstream.responses pauses the agent's call while this handler's call pushes back).
+          void forwardRequests(
+            iterator,
+            async ({ kind }) => {
+              if (kind?.$case === 'stdin') await upstream.write({ kind: { $case: 'stdin', value: kind.value } });
+              else if (kind?.$case === 'stdinEof') await upstream.write({ kind: { $case: 'stdinEof', value: true } });
+              else if (kind?.$case === 'resize') await upstream.write({ kind: { $case: 'resize', value: kind.value } });
+            },
+            { end: () => upstream.end(), error: () => upstream.cancel() },
+          );
           try {
             for await (const message of upstream.responses) {
               if (message.kind) yield { kind: message.kind };
@@ -69,24 +73,13 @@ export function workloadStreamHandlers(workloads: WorkloadService, logger: Logge
       {
         async writeWorkloadFile(requests, ctx) {
           const iterator = requests[Symbol.asyncIterator]();
-          const first = await iterator.next();
-          if (first.done || first.value.kind?.$case !== 'header') throw new InvalidArgumentError('the first message must be the header', { field: 'header' });
-          const header = first.value.kind.value;
+          const header = await firstMessageOf(iterator, 'header', 'the header');
           const agent = await workloads.agentOf(header.id, team(header.teamId), 'write files into');
           const upstream = (async function* (): AsyncGenerator<agentV1.WriteFileRequest> {
             yield { kind: { $case: 'header', value: { workloadId: header.id, path: header.path, mode: header.mode } } };
-            for (;;) {
-              const next = await iterator.next();
-              // Ended without eof: cut short; throwing cancels the agent's call, so nothing is written.
-              if (next.done) throw new InvalidArgumentError('the upload ended before eof', { field: 'eof' });
-              const kind = next.value.kind;
-              if (kind?.$case === 'eof') {
-                yield { kind: { $case: 'eof', value: true } };
-                return;
-              }
-              if (kind?.$case !== 'chunk') throw new InvalidArgumentError('only content chunks may follow the header', { field: 'chunk' });
-              yield { kind: { $case: 'chunk', value: kind.value } };
-            }
+            // Cut short (no eof): uploadedChunks throws, which cancels the agent's call, so nothing is written.
+            for await (const chunk of uploadedChunks(iterator)) yield { kind: { $case: 'chunk', value: chunk } };
+            yield { kind: { $case: 'eof', value: true } };
           })();
           try {
             const res = await callClientStream<agentV1.WriteFileRequest, agentV1.WriteFileResponse>((md, o, cb) => agent.raw.writeFile(md, o, cb), upstream, {
@@ -124,6 +117,7 @@ export function workloadStreamHandlers(workloads: WorkloadService, logger: Logge
       },
       logger,
     ),
+    ...snapshotListHandlers(workloads, logger),
     ...implementUnary(
       definition,
       {
@@ -139,4 +133,31 @@ export function workloadStreamHandlers(workloads: WorkloadService, logger: Logge
       logger,
     ),
   };
+}
+
+/**
+ * Listing and deleting a workload's snapshots: the same team rules as
+ * taking one, but a finished workload's are reachable too (they stay on its
+ * host until teardown), and a workload that never had a host has none.
+ */
+function snapshotListHandlers(workloads: WorkloadService, logger: Logger) {
+  return implementUnary(
+    schedulerV1.SchedulerServiceService,
+    {
+      async listWorkloadSnapshots(req, ctx) {
+        const agent = await workloads.snapshotHostOf(req.id, team(req.teamId));
+        if (!agent) return { snapshots: [] };
+        const res = await agent.listSnapshots({ workloadId: req.id }, { signal: ctx.signal });
+        return { snapshots: res.snapshots };
+      },
+      async deleteWorkloadSnapshot(req, ctx) {
+        if (!req.snapshotId) throw new InvalidArgumentError('snapshotId is required', { field: 'snapshotId' });
+        const agent = await workloads.snapshotHostOf(req.id, team(req.teamId));
+        if (!agent) return { deleted: false };
+        const res = await agent.deleteSnapshot({ workloadId: req.id, snapshotId: req.snapshotId }, { signal: ctx.signal });
+        return { deleted: res.deleted };
+      },
+    },
+    logger,
+  );
 }

@@ -1,5 +1,5 @@
 import { hostStatusFromProto, type PlacementHost } from '@corral/domain';
-import { createClient, type PromiseClient } from '@corral/grpc';
+import { createClient, type ChannelCredentials, type PromiseClient } from '@corral/grpc';
 import { hostRegistryV1 } from '@corral/proto';
 
 export interface DirectoryHost extends PlacementHost {
@@ -20,12 +20,18 @@ function fromProto(host: hostRegistryV1.Host): DirectoryHost {
     status: hostStatusFromProto(host.status),
     teamId: host.teamId || null,
     drivers: host.drivers.map((d) => ({ name: d.name, healthy: d.healthy })),
+    // A host that reported no capacity takes no workload that asks for resources.
+    ...(host.capacity && (host.capacity.cpuMillis > 0 || host.capacity.memoryMb > 0)
+      ? { capacity: { cpuMillis: host.capacity.cpuMillis, memoryMb: Number(host.capacity.memoryMb) } }
+      : {}),
+    labels: { ...host.labels },
     agentAddress: host.agentAddress,
   };
 }
 
-export function hostRegistryDirectory(address: string, deadlineMs = 5000): HostDirectory {
-  const client: PromiseClient<hostRegistryV1.HostRegistryServiceClient> = createClient(hostRegistryV1.HostRegistryServiceClient, address, { deadlineMs });
+/** `credentials`: TLS to host-registry (its certificate from the internal CA); plaintext without. */
+export function hostRegistryDirectory(address: string, deadlineMs = 5000, credentials?: ChannelCredentials): HostDirectory {
+  const client: PromiseClient<hostRegistryV1.HostRegistryServiceClient> = createClient(hostRegistryV1.HostRegistryServiceClient, address, { deadlineMs, credentials });
   return {
     async list(teamId) {
       const res = await client.listHosts({ teamId: teamId ?? '' });

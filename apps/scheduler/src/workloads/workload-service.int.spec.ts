@@ -99,7 +99,8 @@ describeWithDatabase('WorkloadService', () => {
     });
     hosts.push(
       { id: 'h-offline', name: 'offline', status: 'unreachable', teamId: null, drivers: [{ name: 'process', healthy: true }], agentAddress: agent.address },
-      { id: 'h-1', name: 'one', status: 'online', teamId: null, drivers: [{ name: 'process', healthy: true }], agentAddress: agent.address },
+      // Capacity: workloads that ask for resources are placed only where they fit.
+      { id: 'h-1', name: 'one', status: 'online', teamId: null, drivers: [{ name: 'process', healthy: true }], capacity: { cpuMillis: 64_000, memoryMb: 65_536 }, agentAddress: agent.address },
     );
     for (const h of hosts) {
       await db.prisma.host.create({ data: { id: h.id, name: h.name, status: h.status, agentAddress: h.agentAddress, capacity: {}, drivers: h.drivers } });
@@ -164,7 +165,15 @@ describeWithDatabase('WorkloadService', () => {
 
   it('records a failed start when the agent cannot be reached, without leaking its error', async () => {
     const deadPort = await freePort();
-    hosts.splice(0, hosts.length, { id: 'h-1', name: 'one', status: 'online', teamId: null, drivers: [{ name: 'process', healthy: true }], agentAddress: `127.0.0.1:${deadPort}` });
+    hosts.splice(0, hosts.length, {
+      id: 'h-1',
+      name: 'one',
+      status: 'online',
+      teamId: null,
+      drivers: [{ name: 'process', healthy: true }],
+      capacity: { cpuMillis: 64_000, memoryMb: 65_536 },
+      agentAddress: `127.0.0.1:${deadPort}`,
+    });
     const w = await service.create({ teamId: null, name: 'unreachable', driver: 'process', command: ['/bin/true'], env: {} });
     expect(w).toMatchObject({ state: 'failed', reason: 'host agent unreachable' });
   });

@@ -6,10 +6,10 @@ import {
   instanceStateFromProto,
   isCorralError,
   pauseResumeAction,
-  placeRoundRobin,
   validateWorkloadSpec,
   workloadExtrasToWire,
   type InstanceState,
+  type WorkloadSpec,
   type WorkloadSpecInput,
 } from '@corral/domain';
 import type { Workload as WorkloadRow } from '@corral/db';
@@ -17,7 +17,9 @@ import type { Logger } from '@corral/logging';
 import type { agentV1 } from '@corral/proto';
 import type { AgentClient, AgentPool } from '../agents/agent-pool';
 import type { DirectoryHost, HostDirectory } from '../hosts/host-directory';
-import { portsOf, routesOf, type AgentReport, type WorkloadListFilter, type WorkloadStore } from './workload-store';
+import { noFitError, PlacementService, resourcesRequest, type Placer } from '../placement/placement-service';
+import { postgresAllocationLedger, type PlacementTransaction } from '../placement/allocation-ledger';
+import { portsOf, routesOf, specOfRow, type AgentReport, type NewWorkload, type ServiceMembership, type WorkloadListFilter, type WorkloadStore } from './workload-store';
 
 export interface CreateWorkloadInput extends WorkloadSpecInput {
   teamId: string | null;
@@ -40,12 +42,34 @@ export function workloadLabels(id: string, teamId: string | null): Record<string
   return { 'corral.workload-id': id, ...(teamId ? { 'corral.team-id': teamId } : {}) };
 }
 
+/** What the agent is asked to run (start and restore alike): the spec under its record's id, with Corral's labels. */
+function agentSpecOf(id: string, spec: WorkloadSpec, teamId: string | null): agentV1.WorkloadSpec {
+  return {
+    workloadId: id,
+    name: spec.name,
+    driver: spec.driver,
+    command: spec.command,
+    env: spec.env,
+    labels: workloadLabels(id, teamId),
+    ...workloadExtrasToWire(spec),
+  };
+}
+
 /** Our own typed messages are safe to record; anything else is summarised. */
 function startFailureReason(err: unknown): string {
   if (!isCorralError(err)) return 'agent call failed';
   if (err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED') return 'host agent unreachable';
   if (err.code === 'INTERNAL') return 'agent call failed';
   return `agent refused: ${err.message}`;
+}
+
+export interface PlaceAndStartOptions {
+  /** Ties the row to a service component's instance slot. */
+  membership?: ServiceMembership;
+  /** Said before the placement's own reason in the workload's scheduled event. */
+  why?: string;
+  /** Written in the same transaction as the row (e.g. the link from the workload it replaces). */
+  alsoRecord?: (tx: PlacementTransaction, id: string) => Promise<void>;
 }
 
 export interface DestroyOptions {
@@ -61,7 +85,7 @@ const NOT_RETIRED: InstanceState[] = INSTANCE_STATES.filter((s) => s !== 'retire
 const isLive = (state: InstanceState) => !TERMINAL_STATES.has(state) && state !== 'tearing_down';
 
 export class WorkloadService {
-  private cursor = 0;
+  private readonly placement: Placer;
 
   constructor(
     private readonly store: WorkloadStore,
@@ -69,7 +93,11 @@ export class WorkloadService {
     private readonly agents: AgentPool,
     private readonly logger: Logger,
     private readonly defaultStopTimeoutSeconds = 10,
-  ) {}
+    /** The one placement path; by default over this store's database with round-robin. */
+    placement?: Placer,
+  ) {
+    this.placement = placement ?? new PlacementService({ hosts, ledger: postgresAllocationLedger(store.prisma), logger, defaultStrategy: 'round-robin' });
+  }
 
   /**
    * Validates, places, records the intent, then asks the agent. The record is
@@ -78,17 +106,53 @@ export class WorkloadService {
    */
   async create(input: CreateWorkloadInput): Promise<WorkloadRow> {
     const spec = validateWorkloadSpec(input);
-    const hosts = await this.hosts.list(input.teamId);
-    const decision = placeRoundRobin(hosts, { driver: spec.driver, teamId: input.teamId }, this.cursor);
-    this.cursor = decision.nextCursor;
-    if (!decision.placed) throw new FailedPreconditionError(decision.reason);
-    const host = hosts.find((h) => h.id === decision.hostId)!;
+    return this.placeAndStart(spec, input.teamId);
+  }
 
+  /**
+   * Places one workload through the PlacementService and writes its intent
+   * row inside placement's locked transaction (the row is the reservation:
+   * no replica can promise the same free memory meanwhile), then starts it.
+   * Nothing fits: a FailedPrecondition whose message is the planner's reason.
+   */
+  async placeAndStart(spec: WorkloadSpec, teamId: string | null, options: PlaceAndStartOptions = {}): Promise<WorkloadRow> {
     const id = randomUUID();
-    await this.store.create({
+    let host: DirectoryHost | undefined;
+    let reason = '';
+    const plan = await this.placement.place([{ driver: spec.driver, teamId, resources: resourcesRequest(spec.resources) }], {
+      reservationKeys: [id],
+      commit: async (tx, placed) => {
+        const [placement] = placed.placements;
+        // The plan's hosts are the directory's, with allocations added.
+        host = placed.hosts.find((h) => h.id === placement.hostId) as DirectoryHost;
+        reason = options.why ? `${options.why}; ${placement.reason}` : placement.reason;
+        await this.store.create(this.newRow(id, spec, teamId, host.id, reason, options.membership), tx);
+        await options.alsoRecord?.(tx, id);
+      },
+    });
+    if (plan.unplaced.length > 0 || !host) throw noFitError(plan.unplaced[0]?.reason ?? 'no host can run it');
+    this.logger.info('workload placed', { workloadId: id, hostId: host.id, reason });
+    return this.startRecorded(id, spec, teamId, host);
+  }
+
+  /**
+   * Records the intent of a validated, already placed workload, then asks its
+   * host's agent to start it (the part of create after placement; service
+   * deploys place their instances themselves and come in here). `membership`
+   * ties the row to a service component's instance slot; `id` is the
+   * reservation key the placement was booked under, if any.
+   */
+  async createOnHost(spec: WorkloadSpec, teamId: string | null, host: DirectoryHost, placementReason: string, membership?: ServiceMembership, id: string = randomUUID()): Promise<WorkloadRow> {
+    await this.store.create(this.newRow(id, spec, teamId, host.id, placementReason, membership));
+    this.logger.info('workload placed', { workloadId: id, hostId: host.id, reason: placementReason });
+    return this.startRecorded(id, spec, teamId, host);
+  }
+
+  private newRow(id: string, spec: WorkloadSpec, teamId: string | null, hostId: string, placementReason: string, membership?: ServiceMembership): NewWorkload {
+    return {
       id,
       name: spec.name,
-      teamId: input.teamId,
+      teamId,
       driver: spec.driver,
       command: spec.command,
       env: spec.env,
@@ -96,23 +160,17 @@ export class WorkloadService {
       resources: spec.resources,
       routes: spec.routes,
       vm: spec.vm,
-      hostId: host.id,
-      placementReason: decision.reason,
-    });
-    this.logger.info('workload placed', { workloadId: id, hostId: host.id, reason: decision.reason });
+      hostId,
+      placementReason,
+      ...(membership ? { service: membership } : {}),
+    };
+  }
+
+  /** Starts a workload whose pending row is written: provisioning, then the agent's answer (or failed). */
+  private async startRecorded(id: string, spec: WorkloadSpec, teamId: string | null, host: DirectoryHost): Promise<WorkloadRow> {
     await this.store.transition(id, ['pending'], 'provisioning', `starting on ${host.name}`);
     try {
-      const res = await this.agents.get(host).startWorkload({
-        spec: {
-          workloadId: id,
-          name: spec.name,
-          driver: spec.driver,
-          command: spec.command,
-          env: spec.env,
-          labels: workloadLabels(id, input.teamId),
-          ...workloadExtrasToWire(spec),
-        },
-      });
+      const res = await this.agents.get(host).startWorkload({ spec: agentSpecOf(id, spec, teamId) });
       if (res.workload) await this.store.applyAgentReport(id, reportFromAgent(res.workload), 'start-response');
     } catch (err) {
       const reason = startFailureReason(err);
@@ -131,44 +189,14 @@ export class WorkloadService {
   async restore(sourceId: string, teamId: string | null, snapshotId: string, name?: string): Promise<WorkloadRow> {
     const source = await this.store.get(sourceId, teamId);
     if (!source.hostId) throw new FailedPreconditionError(`workload ${sourceId} has no host, so no snapshot`);
-    const spec = validateWorkloadSpec({
-      name: name || `${source.name}-restored`.slice(0, 63).replace(/-+$/, ''),
-      driver: source.driver,
-      command: (source.command ?? []) as string[],
-      env: (source.env ?? {}) as Record<string, string>,
-      image: source.image ?? undefined,
-      resources: Object.keys((source.resources ?? {}) as object).length > 0 ? (source.resources as WorkloadSpecInput['resources']) : undefined,
-      routes: routesOf(source),
-      vm: (source.vm ?? undefined) as WorkloadSpecInput['vm'],
-    });
+    const spec = specOfRow({ ...source, name: name || `${source.name}-restored`.slice(0, 63).replace(/-+$/, '') });
     const host = await this.hosts.get(source.hostId);
     const id = randomUUID();
-    await this.store.create({
-      id,
-      name: spec.name,
-      teamId: source.teamId,
-      driver: spec.driver,
-      command: spec.command,
-      env: spec.env,
-      image: spec.image,
-      resources: spec.resources,
-      routes: spec.routes,
-      vm: spec.vm,
-      hostId: host.id,
-      placementReason: `restored from snapshot ${snapshotId} of ${sourceId}, which lives on ${host.name}`,
-    });
+    await this.store.create(this.newRow(id, spec, source.teamId, host.id, `restored from snapshot ${snapshotId} of ${sourceId}, which lives on ${host.name}`));
     await this.store.transition(id, ['pending'], 'provisioning', `restoring on ${host.name}`);
     try {
       const res = await this.agents.get(host).restoreWorkload({
-        spec: {
-          workloadId: id,
-          name: spec.name,
-          driver: spec.driver,
-          command: spec.command,
-          env: spec.env,
-          labels: workloadLabels(id, source.teamId),
-          ...workloadExtrasToWire(spec),
-        },
+        spec: agentSpecOf(id, spec, source.teamId),
         sourceWorkloadId: sourceId,
         snapshotId,
         paused: false,
@@ -376,6 +404,19 @@ export class WorkloadService {
     const workload = await this.store.get(id, teamId);
     const state = workload.state as InstanceState;
     if (!workload.hostId || TERMINAL_STATES.has(state)) throw new FailedPreconditionError(`cannot ${what} workload ${id}: it is ${state}`);
+    const host = await this.hosts.get(workload.hostId);
+    return this.agents.get(host);
+  }
+
+  /**
+   * The agent of the host holding the workload's snapshots (team-scoped like
+   * agentOf), whatever state the workload is in: a stopped workload's
+   * snapshots stay on its host until teardown. Undefined when it never had
+   * a host, or is retired (teardown removed them).
+   */
+  async snapshotHostOf(id: string, teamId: string | null): Promise<AgentClient | undefined> {
+    const workload = await this.store.get(id, teamId);
+    if (!workload.hostId || workload.state === 'retired') return undefined;
     const host = await this.hosts.get(workload.hostId);
     return this.agents.get(host);
   }

@@ -2,13 +2,16 @@ import {
   NotFoundError,
   TERMINAL_STATES,
   instanceStateToProto,
+  validateWorkloadSpec,
   workloadExtrasToWire,
   type InstanceState,
   type WorkloadResources,
   type WorkloadRoute,
+  type WorkloadSpec,
+  type WorkloadSpecInput,
   type WorkloadVm,
 } from '@corral/domain';
-import type { PrismaClient, Workload as WorkloadRow } from '@corral/db';
+import type { Prisma, PrismaClient, Workload as WorkloadRow } from '@corral/db';
 import type { schedulerV1 } from '@corral/proto';
 
 export interface NewWorkload {
@@ -24,6 +27,18 @@ export interface NewWorkload {
   vm?: WorkloadVm;
   hostId: string;
   placementReason: string;
+  /** Set for an instance of a deployed service component. */
+  service?: ServiceMembership;
+}
+
+/** Which service component instance a workload is, with the policies the deploy gave it. */
+export interface ServiceMembership {
+  serviceId: string;
+  componentName: string;
+  serviceVersion: number;
+  instanceIndex: number;
+  restartPolicy: { policy: string; maxAttempts: number; delaySeconds: number };
+  healthCheck?: Record<string, unknown>;
 }
 
 /** A route's host port on the workload's host, as its agent reported it. */
@@ -54,31 +69,46 @@ export interface WorkloadListFilter {
 
 /** Durable workload records. Every change also lands in workload_events. */
 export class WorkloadStore {
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(readonly prisma: PrismaClient) {}
 
-  async create(w: NewWorkload): Promise<WorkloadRow> {
-    return this.prisma.$transaction(async (tx) => {
-      const row = await tx.workload.create({
-        data: {
-          id: w.id,
-          name: w.name,
-          teamId: w.teamId,
-          driver: w.driver,
-          command: w.command,
-          env: w.env,
-          image: w.image ?? null,
-          resources: { ...(w.resources ?? {}) },
-          routes: w.routes.map((r) => ({ ...r })),
-          ...(w.vm ? { vm: { ...w.vm } } : {}),
-          hostId: w.hostId,
-          state: 'pending',
-        },
-      });
-      await tx.workloadEvent.create({
-        data: { workloadId: w.id, type: 'scheduled', state: 'pending', message: w.placementReason, data: { hostId: w.hostId } },
-      });
-      return row;
+  /** `tx`: write inside the caller's transaction (placement writes the row while it holds the host's lock). */
+  async create(w: NewWorkload, tx?: Prisma.TransactionClient): Promise<WorkloadRow> {
+    if (tx) return this.createIn(tx, w);
+    return this.prisma.$transaction((inner) => this.createIn(inner, w));
+  }
+
+  private async createIn(tx: Prisma.TransactionClient, w: NewWorkload): Promise<WorkloadRow> {
+    const row = await tx.workload.create({
+      data: {
+        id: w.id,
+        name: w.name,
+        teamId: w.teamId,
+        driver: w.driver,
+        command: w.command,
+        env: w.env,
+        image: w.image ?? null,
+        resources: { ...(w.resources ?? {}) },
+        routes: w.routes.map((r) => ({ ...r })),
+        ...(w.vm ? { vm: { ...w.vm } } : {}),
+        hostId: w.hostId,
+        state: 'pending',
+        ...(w.service
+          ? {
+              serviceId: w.service.serviceId,
+              componentName: w.service.componentName,
+              serviceVersion: w.service.serviceVersion,
+              instanceIndex: w.service.instanceIndex,
+              restartPolicy: { ...w.service.restartPolicy },
+              // Plain JSON: the component's health check as the definition has it.
+              ...(w.service.healthCheck ? { healthCheck: { ...w.service.healthCheck } as Prisma.InputJsonObject } : {}),
+            }
+          : {}),
+      },
     });
+    await tx.workloadEvent.create({
+      data: { workloadId: w.id, type: 'scheduled', state: 'pending', message: w.placementReason, data: { hostId: w.hostId } },
+    });
+    return row;
   }
 
   /** A workload of another team is reported as not found. */
@@ -171,6 +201,20 @@ export function portsOf(row: WorkloadRow): PortMapping[] {
 /** The routes stored for a workload. */
 export function routesOf(row: WorkloadRow): WorkloadRoute[] {
   return Array.isArray(row.routes) ? (row.routes as unknown as WorkloadRoute[]) : [];
+}
+
+/** The stored spec of a workload, validated again like a create. */
+export function specOfRow(row: WorkloadRow): WorkloadSpec {
+  return validateWorkloadSpec({
+    name: row.name,
+    driver: row.driver,
+    command: (row.command ?? []) as string[],
+    env: (row.env ?? {}) as Record<string, string>,
+    image: row.image ?? undefined,
+    resources: Object.keys((row.resources ?? {}) as object).length > 0 ? (row.resources as WorkloadSpecInput['resources']) : undefined,
+    routes: routesOf(row),
+    vm: (row.vm ?? undefined) as WorkloadSpecInput['vm'],
+  });
 }
 
 export function workloadToProto(row: WorkloadRow): schedulerV1.Workload {

@@ -70,6 +70,16 @@ describe('decide (examples)', () => {
     expect(decide({ desired: [workload()], observed: [host([oldRuntime('w1', { running: false, exitCode: 0 })])], now: NOW, policy }).actions).toEqual([]);
   });
 
+  it('restarts a workload recorded failed with an exit code per its policy, never a failed start', () => {
+    const crashed = workload({ state: 'failed', exitCode: 137 });
+    expect(decide({ desired: [crashed], observed: [host([oldRuntime('w1', { running: false, exitCode: 137 })])], now: NOW, policy }).actions).toEqual([
+      expect.objectContaining({ kind: 'restart', attempt: 1 }),
+    ]);
+    expect(decide({ desired: [{ ...crashed, exitCode: undefined }], observed: [host([])], now: NOW, policy }).actions).toEqual([]);
+    expect(decide({ desired: [{ ...crashed, restart: { policy: 'never', maxAttempts: 3, delaySeconds: 0 } }], observed: [host([])], now: NOW, policy }).actions).toEqual([]);
+    expect(decide({ desired: [crashed], observed: [host([], { status: 'unreachable' })], now: NOW, policy }).actions).toEqual([]);
+  });
+
   it('resumes interrupted teardown and stops what is recorded stopped but still runs', () => {
     expect(decide({ desired: [workload({ state: 'tearing_down' })], observed: [host([oldRuntime('w1')])], now: NOW, policy }).actions).toEqual([
       expect.objectContaining({ kind: 'resume-teardown' }),
@@ -105,6 +115,7 @@ const desiredArb = fc.uniqueArray(
     stateSince: ageMs.map(ago),
     restart: fc.record({ policy: fc.constantFrom('always' as const, 'on-failure' as const, 'never' as const), maxAttempts: fc.integer({ min: 0, max: 5 }), delaySeconds: fc.integer({ min: 0, max: 120 }) }),
     restarts: fc.integer({ min: 0, max: 6 }),
+    exitCode: fc.option(fc.integer({ min: 0, max: 137 }), { nil: undefined }),
   }),
   { selector: (w) => w.workloadId, maxLength: 5 },
 );
@@ -187,6 +198,20 @@ describe('decide (properties)', () => {
           const record = desired.find((w) => w.workloadId === action.workloadId)!;
           expect(record.restart.policy).not.toBe('never');
           expect(action.attempt).toBeLessThanOrEqual(record.restart.maxAttempts);
+        }
+      }),
+    );
+  });
+
+  it('restarts a failed workload only when it exited with a code its policy restarts on, after the delay', () => {
+    fc.assert(
+      fc.property(desiredArb, observedArb, (desired, observed) => {
+        for (const action of decide({ desired, observed, now: NOW, policy: { ...DEFAULT_RECONCILE_POLICY, maxActions: 1_000 } }).actions) {
+          const record = desired.find((w) => w.workloadId === action.workloadId);
+          if (action.kind !== 'restart' || record?.state !== 'failed') continue;
+          expect(record.exitCode).toBeDefined();
+          if (record.restart.policy === 'on-failure') expect(record.exitCode).not.toBe(0);
+          expect(NOW.getTime() - record.stateSince.getTime()).toBeGreaterThanOrEqual(record.restart.delaySeconds * 1000);
         }
       }),
     );

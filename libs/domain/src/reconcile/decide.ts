@@ -193,6 +193,16 @@ export function decide(input: ReconcileInput): ReconcilePlan {
       continue;
     }
 
+    if (workload.state === 'failed' && workload.exitCode !== undefined && !runtime?.running) {
+      // It ran and exited with a code (the agent's report got here first):
+      // a crash behind Corral's back, for its restart policy to judge. A
+      // failed start or a stuck intent has no exit code and stays failed.
+      if (wantsRestart(workload, workload.exitCode) && stateAge >= workload.restart.delaySeconds * 1000) {
+        due.push(restart(workload, `exited with code ${workload.exitCode} behind Corral's back`));
+      }
+      continue;
+    }
+
     if (TERMINAL_STATES.has(workload.state) && runtime?.running && workload.state !== 'retired') {
       // Recorded as ended but still running: the stop never took effect.
       due.push({ kind: 'resume-teardown', workloadId: workload.workloadId, hostId: workload.hostId, reason: `recorded ${workload.state} but ${workload.hostId} still runs it` });

@@ -106,8 +106,22 @@ describe('wire conversion of the extras', () => {
       image: '',
       resources: { vcpus: 0, memoryMb: 256 },
       routes: [{ name: 'ssh', port: 22, protocol: 'tcp' }],
-      vm: { mode: 'microvm', kernel: '/boot/vmlinuz', initrd: '', kernelArgs: '' },
+      vm: { mode: 'microvm', kernel: '/boot/vmlinuz', initrd: '', kernelArgs: '', rootDisk: '' },
     });
     expect(validateWorkloadSpec({ ...microvm, ...workloadExtrasFromWire(wire) })).toEqual(spec);
+  });
+
+  it('carries a microvm root disk base image, and refuses it elsewhere', () => {
+    const spec = validateWorkloadSpec({ ...microvm, vm: { mode: 'microvm', kernel: '/boot/vmlinuz', rootDisk: '/images/base.qcow2' } });
+    expect(spec.vm).toMatchObject({ rootDisk: '/images/base.qcow2' });
+    const wire = workloadExtrasToWire(spec);
+    expect(wire.vm?.rootDisk).toBe('/images/base.qcow2');
+    expect(validateWorkloadSpec({ ...microvm, ...workloadExtrasFromWire(wire) })).toEqual(spec);
+    expect(() => validateWorkloadSpec({ ...microvm, vm: { mode: 'microvm', kernel: '/boot/vmlinuz', rootDisk: 'relative.img' } })).toThrow(
+      expect.objectContaining({ field: 'vm.rootDisk' }),
+    );
+    expect(() => validateWorkloadSpec({ name: 'u', driver: 'qemu', image: '/images/u.img', vm: { mode: 'unikernel', rootDisk: '/images/base.qcow2' } })).toThrow(
+      expect.objectContaining({ field: 'vm.rootDisk' }),
+    );
   });
 });

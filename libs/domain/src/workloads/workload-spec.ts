@@ -39,6 +39,8 @@ export interface WorkloadVmInput {
   kernel?: string;
   initrd?: string;
   kernelArgs?: string;
+  /** microvm: a base image on the host, cloned copy-on-write into the VM's root disk. */
+  rootDisk?: string;
 }
 
 export interface WorkloadVm {
@@ -46,6 +48,7 @@ export interface WorkloadVm {
   kernel?: string;
   initrd?: string;
   kernelArgs?: string;
+  rootDisk?: string;
 }
 
 export interface WorkloadSpecInput {
@@ -232,7 +235,10 @@ function validateVm(vm: WorkloadVmInput | undefined, driver: WorkloadDriver): Wo
     }
     kernelArgs = vm.kernelArgs;
   }
-  return { mode, ...(kernel ? { kernel } : {}), ...(initrd ? { initrd } : {}), ...(kernelArgs ? { kernelArgs } : {}) };
+  const rootDisk = path(vm.rootDisk, 'vm.rootDisk');
+  if (rootDisk !== undefined && mode !== 'microvm') throw invalid('vm.rootDisk is for microvms (a unikernel boots image)', 'vm.rootDisk');
+  if (rootDisk !== undefined && !rootDisk.startsWith('/')) throw invalid('vm.rootDisk must be an absolute path on the host', 'vm.rootDisk');
+  return { mode, ...(kernel ? { kernel } : {}), ...(initrd ? { initrd } : {}), ...(kernelArgs ? { kernelArgs } : {}), ...(rootDisk ? { rootDisk } : {}) };
 }
 
 // The wire form of these fields is the same in every proto package that
@@ -243,11 +249,14 @@ export interface WireWorkloadExtras {
   image: string;
   resources: { vcpus: number; memoryMb: number } | undefined;
   routes: { name: string; port: number; protocol: string }[];
-  vm: { mode: string; kernel: string; initrd: string; kernelArgs: string } | undefined;
+  vm: { mode: string; kernel: string; initrd: string; kernelArgs: string; rootDisk: string } | undefined;
 }
 
+/** What fromWire accepts: also a vm from before root_disk existed. */
+type WireWorkloadExtrasInput = Omit<WireWorkloadExtras, 'vm'> & { vm: (Omit<NonNullable<WireWorkloadExtras['vm']>, 'rootDisk'> & { rootDisk?: string }) | undefined };
+
 /** Wire → input for validateWorkloadSpec: '' and 0 become absent. */
-export function workloadExtrasFromWire(wire: WireWorkloadExtras): Pick<WorkloadSpecInput, 'image' | 'resources' | 'routes' | 'vm'> {
+export function workloadExtrasFromWire(wire: WireWorkloadExtrasInput): Pick<WorkloadSpecInput, 'image' | 'resources' | 'routes' | 'vm'> {
   const resources: WorkloadResources = {};
   if (wire.resources?.vcpus) resources.vcpus = wire.resources.vcpus;
   if (wire.resources?.memoryMb) resources.memoryMb = wire.resources.memoryMb;
@@ -255,7 +264,9 @@ export function workloadExtrasFromWire(wire: WireWorkloadExtras): Pick<WorkloadS
     ...(wire.image ? { image: wire.image } : {}),
     ...(Object.keys(resources).length > 0 ? { resources } : {}),
     routes: wire.routes.map((r) => ({ name: r.name, port: r.port, protocol: r.protocol || 'tcp' })),
-    ...(wire.vm && wire.vm.mode ? { vm: { mode: wire.vm.mode, kernel: wire.vm.kernel, initrd: wire.vm.initrd, kernelArgs: wire.vm.kernelArgs } } : {}),
+    ...(wire.vm && wire.vm.mode
+      ? { vm: { mode: wire.vm.mode, kernel: wire.vm.kernel, initrd: wire.vm.initrd, kernelArgs: wire.vm.kernelArgs, ...(wire.vm.rootDisk ? { rootDisk: wire.vm.rootDisk } : {}) } }
+      : {}),
   };
 }
 
@@ -265,6 +276,6 @@ export function workloadExtrasToWire(spec: Pick<WorkloadSpec, 'image' | 'resourc
     image: spec.image ?? '',
     resources: spec.resources ? { vcpus: spec.resources.vcpus ?? 0, memoryMb: spec.resources.memoryMb ?? 0 } : undefined,
     routes: spec.routes.map((r) => ({ name: r.name, port: r.port, protocol: r.protocol })),
-    vm: spec.vm ? { mode: spec.vm.mode, kernel: spec.vm.kernel ?? '', initrd: spec.vm.initrd ?? '', kernelArgs: spec.vm.kernelArgs ?? '' } : undefined,
+    vm: spec.vm ? { mode: spec.vm.mode, kernel: spec.vm.kernel ?? '', initrd: spec.vm.initrd ?? '', kernelArgs: spec.vm.kernelArgs ?? '', rootDisk: spec.vm.rootDisk ?? '' } : undefined,
   };
 }

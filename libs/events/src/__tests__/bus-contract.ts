@@ -11,8 +11,11 @@ import { Topics } from '../topics';
 import { recordingLogger, sleep, uniqueId, waitFor } from './helpers';
 
 export interface BusFixture {
-  /** A new bus on the system under test; a separate connection where the transport has them. */
-  connect(logger: BusLogger): Promise<EventBus>;
+  /**
+   * A new bus on the system under test; a separate connection where the
+   * transport has them. `namespace` as in EventBusOptions.
+   */
+  connect(logger: BusLogger, namespace?: string): Promise<EventBus>;
   /** Publishes bytes on a subject without going through a bus. */
   publishRaw(subject: string, data: Uint8Array): Promise<void>;
   stop(): Promise<void>;
@@ -47,8 +50,8 @@ export function busContract(makeFixture: () => Promise<BusFixture>): void {
   let open: EventBus[] = [];
   let log: ReturnType<typeof recordingLogger>;
 
-  const connect = async (): Promise<EventBus> => {
-    const bus = await fixture.connect(log);
+  const connect = async (namespace?: string): Promise<EventBus> => {
+    const bus = await fixture.connect(log, namespace);
     open.push(bus);
     return bus;
   };
@@ -287,6 +290,76 @@ export function busContract(makeFixture: () => Promise<BusFixture>): void {
     expect(() => bus.publish(Topics.workloadState, wl, stateChange(wl, 99))).toThrow(EventBusError);
     await expect(bus.flush()).rejects.toThrow(EventBusError);
     await bus.close(); // idempotent
+  });
+
+  describe('subject namespaces', () => {
+    it('buses in different namespaces, or none, do not hear each other; the same namespace does', async () => {
+      const [nsBlue, nsGreen] = [uniqueId('blue'), uniqueId('green')];
+      const buses = {
+        blue: await connect(nsBlue),
+        blueToo: await connect(nsBlue),
+        green: await connect(nsGreen),
+        bare: await connect(),
+      };
+      const host = uniqueId('host');
+      const heard: Record<keyof typeof buses, number[]> = { blue: [], blueToo: [], green: [], bare: [] };
+      for (const [name, bus] of Object.entries(buses) as Array<[keyof typeof buses, EventBus]>) {
+        bus.subscribe(Topics.hostHeartbeat, (m) => void heard[name].push(m.seq), { key: host });
+      }
+      await Promise.all(Object.values(buses).map((b) => b.flush()));
+
+      buses.blue.publish(Topics.hostHeartbeat, host, heartbeat(host, 1));
+      buses.green.publish(Topics.hostHeartbeat, host, heartbeat(host, 2));
+      buses.bare.publish(Topics.hostHeartbeat, host, heartbeat(host, 3));
+      await Promise.all(Object.values(buses).map((b) => b.flush()));
+
+      await waitFor('each namespace its own message', () => Object.values(heard).every((h) => h.length >= 1));
+      await sleep(50);
+      expect(heard).toEqual({ blue: [1], blueToo: [1], green: [2], bare: [3] });
+    });
+
+    it('wildcard and queue subscriptions work inside a namespace and handlers see the logical subject', async () => {
+      const ns = uniqueId('ns');
+      const [a, b, pub] = [await connect(ns), await connect(ns), await connect(ns)];
+      const run = uniqueId('run');
+      const hosts = [`${run}-a`, `${run}-b`];
+      const wildcard: Array<{ key: string; subject: string }> = [];
+      const queued: string[] = [];
+      a.subscribe(Topics.hostHeartbeat, (_m, d) => void wildcard.push({ key: d.key, subject: d.subject }));
+      a.subscribe(Topics.hostHeartbeat, (_m, d) => void queued.push(d.key), { queue: 'replicas' });
+      b.subscribe(Topics.hostHeartbeat, (_m, d) => void queued.push(d.key), { queue: 'replicas' });
+      await Promise.all([a.flush(), b.flush()]);
+
+      for (const h of hosts) pub.publish(Topics.hostHeartbeat, h, heartbeat(h, 1));
+      await pub.flush();
+
+      await waitFor('both heartbeats', () => wildcard.length === 2 && queued.length === 2);
+      await sleep(50);
+      expect(wildcard.map((w) => w.key).sort()).toEqual(hosts);
+      expect(wildcard.map((w) => w.subject).sort()).toEqual(hosts.map((h) => `corral.hosts.${h}.heartbeat`));
+      expect(queued.sort()).toEqual(hosts);
+    });
+
+    it('puts the namespace on the wire as the first subject token', async () => {
+      const ns = uniqueId('ns');
+      const bus = await connect(ns);
+      const wl = uniqueId('wl');
+      const seen: number[] = [];
+      bus.subscribe(Topics.workloadState, (m) => void seen.push(m.seq), { key: wl });
+      await bus.flush();
+      // Bare subject: not ours. Prefixed subject: ours.
+      await fixture.publishRaw(`corral.workloads.${wl}.state`, Topics.workloadState.codec.encode(stateChange(wl, 1)));
+      await fixture.publishRaw(`${ns}.corral.workloads.${wl}.state`, Topics.workloadState.codec.encode(stateChange(wl, 2)));
+      await waitFor('the prefixed message', () => seen.length === 1);
+      await sleep(50);
+      expect(seen).toEqual([2]);
+    });
+
+    it('refuses a namespace that is not one subject token', async () => {
+      for (const bad of ['a.b', 'ns*', '>', 'with space']) {
+        await expect(fixture.connect(log, bad)).rejects.toThrow(InvalidSubjectTokenError);
+      }
+    });
   });
 
   it('reports closed to status listeners and lets a listener unregister', async () => {

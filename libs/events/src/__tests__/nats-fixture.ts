@@ -8,7 +8,7 @@ export async function natsBusFixture(url: string, stopServer?: () => Promise<voi
   // A plain client for bytes no bus would publish (malformed or forged).
   const raw = await connect({ servers: url, name: 'corral-events-contract-raw' });
   return {
-    connect: (logger) => connectEventBus({ url, name: 'corral-events-contract', logger }),
+    connect: (logger, namespace) => connectEventBus({ url, name: 'corral-events-contract', logger, namespace }),
     publishRaw: async (subject, data) => {
       raw.publish(subject, data);
       await raw.flush();

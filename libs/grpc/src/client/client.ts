@@ -11,6 +11,7 @@ import {
 } from '@grpc/grpc-js';
 import { fromGrpcError, isServiceError } from '../errors/status-mapping';
 import { iterateServerStream, type AnyServerStreamFn, type StreamCallOpts } from './streams';
+import { tlsChannelOptions } from '../tls/tls-server-name';
 
 /** Gives every call a deadline unless the caller set one. */
 export function deadlineInterceptor(defaultMs: number): Interceptor {
@@ -70,6 +71,7 @@ export type PromiseClient<C> = {
 export function createClient<C extends { close(): void }>(Ctor: ClientCtor<C>, address: string, options: ClientOptions = {}): PromiseClient<C> {
   const raw = new Ctor(address, options.credentials ?? grpcCredentials.createInsecure(), {
     interceptors: [deadlineInterceptor(options.deadlineMs ?? 10_000)],
+    ...tlsChannelOptions(options.credentials),
   });
   return new Proxy({} as PromiseClient<C>, {
     get(_target, prop) {

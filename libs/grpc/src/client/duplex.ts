@@ -1,6 +1,6 @@
 import { Metadata, status as GrpcStatus, type CallOptions, type ClientDuplexStream, type ClientWritableStream, type ServiceError } from '@grpc/grpc-js';
-import { AsyncQueue } from '../common/async-queue';
 import { fromGrpcError, isServiceError } from '../errors/status-mapping';
+import { messagesOf } from '../streams/messages-of';
 import type { StreamCallOpts } from './streams';
 
 // Client sides of client-streaming and bidirectional calls, with the same
@@ -27,31 +27,39 @@ function callOptions(opts: StreamCallOpts): Partial<CallOptions> {
 export function openBidiStream<Req, Res>(start: Start<ClientDuplexStream<Req, Res>>, opts: StreamCallOpts = {}): BidiCall<Req, Res> {
   const call = start(opts.metadata ?? new Metadata(), callOptions(opts));
   let finished = false;
-  const responses = new AsyncQueue<Res>(() => {
-    if (!finished) call.cancel();
-  });
+  // Writers waiting for 'drain' are let go when the call ends (no 'drain' comes then).
+  const waitingForDrain = new Set<() => void>();
   const cancel = () => call.cancel();
   opts.signal?.addEventListener('abort', cancel, { once: true });
-  const settle = () => {
-    finished = true;
-    opts.signal?.removeEventListener('abort', cancel);
-  };
-  call.on('data', (message: Res) => responses.push(message));
-  call.once('end', () => {
-    settle();
-    responses.end();
-  });
-  call.once('error', (err: ServiceError) => {
-    settle();
-    if (opts.signal?.aborted && isServiceError(err) && err.code === GrpcStatus.CANCELLED) responses.end();
-    else responses.fail(isServiceError(err) ? fromGrpcError(err) : err);
+  // Read only as fast as the caller iterates `responses`: a slow reader pauses the call, and
+  // HTTP/2 flow control then holds the peer back (nothing piles up here).
+  const responses = messagesOf<Res>(call, {
+    onReturn: () => {
+      if (!finished) call.cancel();
+    },
+    onSettled: () => {
+      finished = true;
+      opts.signal?.removeEventListener('abort', cancel);
+      for (const release of waitingForDrain) release();
+      waitingForDrain.clear();
+    },
+    failure: (err) => {
+      if (opts.signal?.aborted && isServiceError(err) && err.code === GrpcStatus.CANCELLED) return undefined;
+      return isServiceError(err) ? fromGrpcError(err) : err;
+    },
   });
   return {
     write: (message) =>
       new Promise<void>((resolve) => {
         if (finished || call.writableEnded) return resolve();
-        if (call.write(message)) resolve();
-        else call.once('drain', () => resolve());
+        if (call.write(message)) return resolve();
+        const release = () => {
+          waitingForDrain.delete(release);
+          call.removeListener('drain', release);
+          resolve();
+        };
+        waitingForDrain.add(release);
+        call.once('drain', release);
       }),
     end: () => {
       if (!call.writableEnded) call.end();

@@ -1,10 +1,10 @@
 import type { sendUnaryData, ServerDuplexStream, ServerReadableStream, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { DeadlineExceededError, isCorralError } from '@corral/domain';
 import type { Logger } from '@corral/logging';
-import { AsyncQueue } from '../common/async-queue';
 import { toGrpcError } from '../errors/status-mapping';
+import { forwardToCall } from '../streams/forward-to-call';
+import { messagesOf } from '../streams/messages-of';
 import type { CallContext } from './handlers';
-import { drained, nextOrAbort } from './stream-waits';
 
 // Client-streaming and bidirectional handlers, in the style of
 // implementServerStream: requests arrive as an AsyncIterable, a bidi
@@ -44,10 +44,9 @@ function contextOf(call: AnyCall, path: string, logger: Logger) {
   call.once('cancelled', onCancel);
   const timer = deadline ? setTimeout(onCancel, Math.max(0, deadline.getTime() - Date.now())) : undefined;
   const ctx: CallContext = { metadata: call.metadata, signal: controller.signal, deadline, method: path, logger };
-  const requests = new AsyncQueue<unknown>();
-  call.on('data', (message: unknown) => requests.push(message));
-  call.once('end', () => requests.end());
-  call.once('error', (err: unknown) => requests.fail(err));
+  // Read only as fast as the handler takes requests: a slow consumer (a command not reading its stdin) holds the caller back.
+  // Its 'error' is the status this server sends: nothing buffered matters after it.
+  const requests = messagesOf<unknown>(call, { bufferedBeforeFailure: false });
   controller.signal.addEventListener('abort', () => requests.fail(controller.signal.reason), { once: true });
   const dispose = () => {
     if (timer) clearTimeout(timer);
@@ -84,11 +83,7 @@ async function runBidi(
   let outcome = 'OK';
   const iterator = handler(requests, ctx)[Symbol.asyncIterator]();
   try {
-    for (;;) {
-      const next = await nextOrAbort(iterator, controller.signal);
-      if (next.done) break;
-      if (!call.write(next.value)) await drained(call, controller.signal);
-    }
+    await forwardToCall(iterator, call, controller.signal);
     call.end();
   } catch (err) {
     if (controller.signal.aborted) {

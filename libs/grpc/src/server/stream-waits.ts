@@ -1,5 +1,3 @@
-import type { Writable } from 'node:stream';
-
 // Waits shared by the server-streaming and bidirectional handlers: both must
 // stop waiting the moment their call is cancelled or past its deadline.
 
@@ -22,8 +20,14 @@ export function nextOrAbort<T>(iterator: AsyncIterator<T>, signal: AbortSignal):
   });
 }
 
+/** What announces that a full write buffer has drained: any Node Writable, so any grpc-js call. */
+export interface DrainEmitter {
+  once(event: 'drain', listener: () => void): unknown;
+  removeListener(event: 'drain', listener: () => void): unknown;
+}
+
 /** Resolves when a call's write buffer has drained; rejects when the call is aborted first. */
-export function drained(call: Pick<Writable, 'once' | 'removeListener'>, signal: AbortSignal): Promise<void> {
+export function drained(call: DrainEmitter, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const done = () => {
       call.removeListener('drain', done);

@@ -2,8 +2,8 @@ import type { ServerWritableStream, ServiceDefinition, UntypedServiceImplementat
 import { DeadlineExceededError, isCorralError } from '@corral/domain';
 import type { Logger } from '@corral/logging';
 import { toGrpcError } from '../errors/status-mapping';
+import { forwardToCall } from '../streams/forward-to-call';
 import type { CallContext } from './handlers';
-import { drained, nextOrAbort } from './stream-waits';
 
 type StreamMethods<S> = {
   [K in keyof S]: S[K] extends {
@@ -59,13 +59,7 @@ async function runServerStream(
   let messages = 0;
   const iterator = handler(call.request, ctx)[Symbol.asyncIterator]();
   try {
-    if (controller.signal.aborted) throw controller.signal.reason;
-    for (;;) {
-      const next = await nextOrAbort(iterator, controller.signal);
-      if (next.done) break;
-      messages++;
-      if (!call.write(next.value)) await drained(call, controller.signal);
-    }
+    await forwardToCall(iterator, call, controller.signal, () => messages++);
     call.end();
   } catch (err) {
     if (controller.signal.aborted) {

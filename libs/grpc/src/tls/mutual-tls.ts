@@ -1,5 +1,4 @@
 import {
-  credentials,
   experimental,
   ServerCredentials,
   ServerInterceptingCall,
@@ -8,6 +7,7 @@ import {
   type ServerInterceptor,
 } from '@grpc/grpc-js';
 import { identitiesFromSubjectAltName, identityUri, sameIdentity, type TlsIdentity } from '@corral/pki';
+import { identityCheckedSslCredentials } from './tls-server-name';
 
 // Mutual TLS between the control plane and agents, from Corral's internal CA
 // (@corral/pki). Both ends present a certificate signed by that CA; on top of
@@ -90,12 +90,10 @@ export function mutualTlsServerCredentials(provider: RotatingCertificateProvider
  * identity is their host id.
  */
 export function mutualTlsChannelCredentials(material: TlsMaterial, expectedPeer: TlsIdentity): ChannelCredentials {
-  return credentials.createSsl(Buffer.from(material.caCertificatePem), Buffer.from(material.privateKeyPem), Buffer.from(material.certificatePem), {
-    checkServerIdentity: (_host, certificate) => {
-      const presented = identitiesFromSubjectAltName(certificate.subjectaltname);
-      if (presented.some((identity) => sameIdentity(identity, expectedPeer))) return undefined;
-      return new Error(`the server's certificate does not name ${identityUri(expectedPeer)}`);
-    },
+  return identityCheckedSslCredentials(material.caCertificatePem, material.privateKeyPem, material.certificatePem, (_host, certificate) => {
+    const presented = identitiesFromSubjectAltName(certificate.subjectaltname);
+    if (presented.some((identity) => sameIdentity(identity, expectedPeer))) return undefined;
+    return new Error(`the server's certificate does not name ${identityUri(expectedPeer)}`);
   });
 }
 
@@ -107,11 +105,9 @@ export function mutualTlsChannelCredentials(material: TlsMaterial, expectedPeer:
  * holds a control-plane certificate.
  */
 export function mutualTlsProbeCredentials(material: TlsMaterial): ChannelCredentials {
-  return credentials.createSsl(Buffer.from(material.caCertificatePem), Buffer.from(material.privateKeyPem), Buffer.from(material.certificatePem), {
-    checkServerIdentity: (_host, certificate) => {
-      if (identitiesFromSubjectAltName(certificate.subjectaltname).some((identity) => identity.kind === 'host')) return undefined;
-      return new Error("the server's certificate names no host");
-    },
+  return identityCheckedSslCredentials(material.caCertificatePem, material.privateKeyPem, material.certificatePem, (_host, certificate) => {
+    if (identitiesFromSubjectAltName(certificate.subjectaltname).some((identity) => identity.kind === 'host')) return undefined;
+    return new Error("the server's certificate names no host");
   });
 }
 

@@ -1,7 +1,8 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '@corral/domain';
-import { CertificateAuthority, createCertificateAuthority, type CaMaterial } from '../authority/certificate-authority';
+import { CertificateAuthority, createCertificateAuthority, type CaMaterial, type CertificateUsage } from '../authority/certificate-authority';
 import { generateKeyPair } from '../keys/key-pair';
 import { createCertificateRequest } from '../requests/certificate-request';
 import { identityUri } from '../identity/workload-identity';
@@ -68,11 +69,20 @@ export function readCaFiles(dir: string): CaMaterial {
 }
 
 /**
- * Issues a control-plane client certificate (identity
- * control-plane/<service>) from the CA in `caDir` into `outDir`; an existing
- * one is replaced (that is how it is renewed).
+ * Issues a control-plane certificate (identity control-plane/<service>)
+ * from the CA in `caDir` into `outDir`; an existing one is replaced (that is
+ * how it is renewed). A client certificate unless `usages` says otherwise;
+ * `names` (DNS names or IP addresses) are for a server one.
  */
-export async function issueControlPlaneCertificateFiles(options: { caDir: string; outDir: string; service: string; validForDays?: number; now?: Date }): Promise<CertificateFiles> {
+export async function issueControlPlaneCertificateFiles(options: {
+  caDir: string;
+  outDir: string;
+  service: string;
+  validForDays?: number;
+  now?: Date;
+  usages?: CertificateUsage[];
+  names?: string[];
+}): Promise<CertificateFiles> {
   try {
     identityUri({ kind: 'control-plane', service: options.service });
   } catch {
@@ -85,7 +95,9 @@ export async function issueControlPlaneCertificateFiles(options: { caDir: string
   const issued = await authority.issue({
     csrPem: await createCertificateRequest(keys.privateKeyPem, options.service),
     identity: { kind: 'control-plane', service: options.service },
-    usages: ['client'],
+    usages: options.usages ?? ['client'],
+    dnsNames: (options.names ?? []).filter((name) => isIP(name) === 0),
+    ipAddresses: (options.names ?? []).filter((name) => isIP(name) !== 0),
     validForSeconds: days * 86_400,
     now: options.now ?? new Date(),
   });

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createExecutor, execErrorFromResult, resolveProgram, type Command, type Executor } from '@corral/exec';
 import { silentLogger } from '@corral/logging';
+import { describeIfAvailable } from '../describe-if-available';
 
 // A container image for podman tests, made on the machine itself (no
 // registry is reachable): a rootfs of busybox-static with applet symlinks and
@@ -139,20 +140,9 @@ export function podmanUnavailableReason(busyboxPath = DEFAULT_BUSYBOX_PATH): str
   return undefined;
 }
 
-const announced = new Set<string>();
-
 /** `describe` when podman and busybox-static are installed; `describe.skip`, with the reason printed, otherwise. */
 export function describeWithPodman(name: string, fn: () => void): void {
-  const reason = podmanUnavailableReason();
-  if (reason === undefined) {
-    describe(name, fn);
-    return;
-  }
-  if (!announced.has(name)) {
-    announced.add(name);
-    console.log(`[skip] ${name}: ${reason}`);
-  }
-  describe.skip(name, fn);
+  describeIfAvailable(name, podmanUnavailableReason(), fn);
 }
 
 /** The image's rootfs hash label; undefined when there is no such image. */

@@ -51,6 +51,12 @@ export interface CriTailOptions {
  * Undefined when the file does not exist.
  */
 export async function readCriLogTail(path: string, options: CriTailOptions): Promise<LogChunk | undefined> {
+  const tail = await readCriLogTailWithOffset(path, options);
+  return tail && { data: tail.data, truncated: tail.truncated };
+}
+
+/** The same tail, with the file offset after its last complete record: where following it continues. */
+export async function readCriLogTailWithOffset(path: string, options: CriTailOptions): Promise<(LogChunk & { nextOffset: number }) | undefined> {
   const chunkBytes = options.chunkBytes ?? 64 * 1024;
   const maxReadBytes = options.maxReadBytes ?? 64 * 1024 * 1024;
   const tailBytes = Math.max(0, options.tailBytes);
@@ -79,7 +85,37 @@ export async function readCriLogTail(path: string, options: CriTailOptions): Pro
       if (position === 0 || content.length > tailBytes || size - position >= maxReadBytes) break;
     }
     const data = content.subarray(Math.max(0, content.length - tailBytes));
-    return { data: Buffer.from(data), truncated: data.length < content.length || position > 0 };
+    // Following continues after the last complete record read (a record still being written is read then).
+    const nextOffset = position + window.lastIndexOf(NEWLINE) + 1;
+    return { data: Buffer.from(data), truncated: data.length < content.length || position > 0, nextOffset: Math.max(nextOffset, position) };
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * The output of the complete records in up to `maxBytes` of a CRI log from
+ * `offset` (a record boundary: 0 or a `nextOffset` given before), and the
+ * offset after them. A record not yet ended is left for the next read.
+ * conmon splits long lines into partial (P) records of its 8 KiB buffer,
+ * so a read of some tens of KiB always holds a whole record.
+ */
+export async function readCriLogFrom(path: string, options: { offset: number; maxBytes: number }): Promise<{ data: Buffer; size: number; nextOffset: number }> {
+  let file;
+  try {
+    file = await open(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { data: Buffer.alloc(0), size: 0, nextOffset: 0 };
+    throw err;
+  }
+  try {
+    const { size } = await file.stat();
+    const length = Math.max(0, Math.min(size - options.offset, options.maxBytes));
+    if (length === 0) return { data: Buffer.alloc(0), size, nextOffset: options.offset };
+    const raw = Buffer.alloc(length);
+    const { bytesRead } = await file.read(raw, 0, length, options.offset);
+    const complete = raw.subarray(0, raw.subarray(0, bytesRead).lastIndexOf(NEWLINE) + 1);
+    return { data: criContent(complete), size, nextOffset: options.offset + complete.length };
   } finally {
     await file.close();
   }

@@ -6,3 +6,5 @@ export { CONTAINER_NAME_PREFIX, WORKLOAD_ID_LABEL, containerName } from './comma
 export type { ContainerInspection, ContainerSummary, Ulimit } from './commands';
 export { IMAGE_ARCHIVE_FORMATS, validateImageFormat, validateImageRef } from './commands';
 export type { ImageArchiveFormat, ImageInfo } from './commands';
+export { DEFAULT_PULL_TIMEOUT_MS, OPEN_REGISTRY_POLICY, PULL_REF_PATTERN, parsePullReference } from './image-pull';
+export type { PulledImage, PullProgress, PullProgressEvent, PullRequest, PullSettings, RegistryPolicy } from './image-pull';

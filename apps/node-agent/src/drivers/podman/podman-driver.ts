@@ -12,6 +12,8 @@ import type {
   Driver,
   DriverFingerprint,
   ExitResult,
+  LabelledRuntime,
+  LabelledRuntimesCapability,
   LogChunk,
   LogsCapability,
   RecoverOutcome,
@@ -33,6 +35,7 @@ import type {
   WriteFileOptions,
 } from '../driver';
 import { sessionOverProcess } from '../exec-session';
+import { pullImage, type PulledImage, type PullProgressEvent, type PullRequest, type PullSettings } from './image-pull';
 import { checkSandboxFilePath, checkSandboxPath } from '../sandbox-path';
 import {
   ContainerCommandExit,
@@ -82,8 +85,10 @@ import {
   UPLOAD_PREFIX,
   type TarFirstEntry,
 } from './container-files';
-import { readCriLogTail } from './cri-log';
+import { readCriLogFrom, readCriLogTail, readCriLogTailWithOffset } from './cri-log';
+import type { LogRange } from '../../workloads/log-follow';
 import { EXEC_MARKER_VARIABLE, killMarkedProcesses } from './exec-reaper';
+import { execResizer } from './exec-resize';
 import { collect, spoolUpload, uploadTar } from './upload-spool';
 import { serveFileOnce } from './file-server';
 import { clampUlimit, explicitUlimitsRequired, readHardLimits, type HardLimits } from './host-limits';
@@ -173,9 +178,11 @@ interface Tracked {
 
 const REMOVED_DETAIL = 'the container was removed before its exit status was seen';
 /** Where runc is looked for besides PATH (it lives in sbin on Debian). */
+/** Bounds the log path cache (entries of removed containers are never asked for again). */
+const MAX_REMEMBERED_LOG_PATHS = 1024;
 const RUNTIME_SEARCH_DIRS = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-export class PodmanDriver implements Driver, LogsCapability, PauseCapability, ExecCapability, InteractiveExecCapability, FilesCapability {
+export class PodmanDriver implements Driver, LogsCapability, PauseCapability, ExecCapability, InteractiveExecCapability, FilesCapability, LabelledRuntimesCapability {
   readonly name = PODMAN_DRIVER_NAME;
   private readonly executor: Executor;
   private readonly program: string;
@@ -184,6 +191,8 @@ export class PodmanDriver implements Driver, LogsCapability, PauseCapability, Ex
   private readonly killWaitMs: number;
   private readonly envFileDir: string;
   private readonly tracked = new Map<string, Tracked>();
+  /** Log file per container id, for following logs without a podman call per poll. */
+  private readonly logPaths = new Map<string, string>();
   private setup?: Promise<Setup>;
   private seq = 0;
   private pollTimer?: NodeJS.Timeout;
@@ -334,6 +343,38 @@ export class PodmanDriver implements Driver, LogsCapability, PauseCapability, Ex
     return { data, truncated: data.length < all.length || countLines(all) >= lines };
   }
 
+  /**
+   * Following reads conmon's k8s-file log by file offset (record
+   * boundaries), so a follow costs no podman call per poll; another log
+   * driver cannot be followed (FailedPrecondition, never a faked follow).
+   */
+  async readLogsFrom(handle: TaskHandle, options: { offset: number; maxBytes: number }): Promise<LogRange> {
+    const path = await this.followableLogPath(handle);
+    if (!path) return { data: Buffer.alloc(0), size: options.offset, nextOffset: options.offset };
+    return readCriLogFrom(path, options);
+  }
+
+  async readLogTailForFollow(handle: TaskHandle, options: { tailBytes: number }): Promise<{ data: Buffer; nextOffset: number }> {
+    const path = await this.followableLogPath(handle);
+    const tail = path ? await readCriLogTailWithOffset(path, { tailBytes: options.tailBytes }) : undefined;
+    return tail ? { data: tail.data, nextOffset: tail.nextOffset } : { data: Buffer.alloc(0), nextOffset: 0 };
+  }
+
+  /** The container's k8s-file log path (asked once per container), undefined once the container is gone. */
+  private async followableLogPath(handle: TaskHandle): Promise<string | undefined> {
+    const { containerId } = stateOf(handle);
+    const known = this.logPaths.get(containerId);
+    if (known) return known;
+    const container = await this.inspectOrUndefined(containerId);
+    if (!container) return undefined;
+    if (container.logDriver !== 'k8s-file' || !container.logPath) {
+      throw new FailedPreconditionError(`the container's ${container.logDriver ?? 'unknown'} log cannot be followed (only k8s-file)`);
+    }
+    if (this.logPaths.size >= MAX_REMEMBERED_LOG_PATHS) this.logPaths.clear();
+    this.logPaths.set(containerId, container.logPath);
+    return container.logPath;
+  }
+
   async pause(handle: TaskHandle): Promise<void> {
     await this.executor.run(podmanPause(stateOf(handle).containerId, await this.cli()));
   }
@@ -358,9 +399,9 @@ export class PodmanDriver implements Driver, LogsCapability, PauseCapability, Ex
 
   /**
    * `podman exec --interactive [--tty]`: stdin, stdout and stderr stream
-   * through the podman client. The podman client's own stdin is a pipe, so a
-   * TTY session has a terminal inside the container but no way to pass a
-   * window size on: `resize` is not offered (set COLUMNS/LINES in `env`).
+   * through the podman client. The podman client's own stdin is a pipe, so
+   * it cannot pass a window size on; a TTY session's `resize` goes to the
+   * session's conmon instead (exec-resize.ts).
    */
   async execSession(handle: TaskHandle, argv: readonly string[], options: ExecSessionOptions): Promise<ExecSession> {
     const { containerId } = stateOf(handle);
@@ -391,7 +432,12 @@ export class PodmanDriver implements Driver, LogsCapability, PauseCapability, Ex
       throw err;
     }
     // Killing the podman client alone would leave the command running in the container.
-    const session = sessionOverProcess(child, { onKill: () => killMarkedProcesses(marker) });
+    const session = sessionOverProcess(child, {
+      onKill: () => killMarkedProcesses(marker),
+      ...(options.tty
+        ? { resize: execResizer(marker, containerId, { onError: (err) => this.logger.warn('could not resize an exec terminal', { workloadId: handle.workloadId, err }) }) }
+        : {}),
+    });
     void session.exited.finally(cleanup);
     return session;
   }
@@ -527,9 +573,40 @@ export class PodmanDriver implements Driver, LogsCapability, PauseCapability, Ex
     return this.executor.run(podmanImages(await this.cli()));
   }
 
+  /** Pulls an image from a registry (`podman pull`, see image-pull.ts), reporting podman's progress. */
+  async pullImage(
+    settings: PullSettings,
+    request: PullRequest,
+    options: { onProgress?: (progress: PullProgressEvent) => void; signal?: AbortSignal } = {},
+  ): Promise<PulledImage> {
+    return pullImage({ executor: this.executor, cli: await this.cli(), logger: this.logger }, settings, request, options);
+  }
+
   /** Every container labelled corral.workload-id on this host, for the reconciler's orphan search. */
   async listCorralContainers(): Promise<ContainerSummary[]> {
     return this.executor.run(podmanPsCorral(await this.cli()));
+  }
+
+  async listLabelled(): Promise<LabelledRuntime[]> {
+    return (await this.listCorralContainers()).flatMap((c) =>
+      c.workloadId
+        ? [{ workloadId: c.workloadId, running: isLive(c.state), createdAt: c.createdAt ? new Date(c.createdAt) : new Date(0), displayId: c.id.slice(0, 12) }]
+        : [],
+    );
+  }
+
+  /** `podman rm --force` of every container labelled with the workload id. */
+  async removeLabelled(workloadId: string): Promise<void> {
+    const cli = await this.cli();
+    for (const container of await this.listCorralContainers()) {
+      if (container.workloadId !== workloadId) continue;
+      try {
+        await this.executor.run(podmanRm(container.id, cli));
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err;
+      }
+    }
+    this.tracked.delete(workloadId);
   }
 
   /** The container's details as podman reports them (status paused, OOM kill...). */

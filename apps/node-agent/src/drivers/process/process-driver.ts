@@ -1,16 +1,19 @@
 import { readFileSync } from 'node:fs';
-import { open, rm } from 'node:fs/promises';
+import { readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError, UnavailableError } from '@corral/domain';
 import { isProcessAlive, killProcessGroup, processStartTime, spawnInteractive, spawnSupervised, type ExitStatus, type SupervisedProcess } from '@corral/exec';
 import type { Logger } from '@corral/logging';
 import { ensurePrivateDir } from '../../state/atomic-file';
+import { readFileRange, readFileTail, type LogRange } from '../../workloads/log-follow';
 import type {
   DestroyOptions,
   Driver,
   DriverFingerprint,
   ExitResult,
+  LabelledRuntime,
+  LabelledRuntimesCapability,
   LogChunk,
   LogsCapability,
   PauseCapability,
@@ -71,7 +74,7 @@ interface Tracked {
 // Workload ids become directory names.
 const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 
-export class ProcessDriver implements Driver, LogsCapability, PauseCapability, InteractiveExecCapability, FilesCapability {
+export class ProcessDriver implements Driver, LogsCapability, PauseCapability, InteractiveExecCapability, FilesCapability, LabelledRuntimesCapability {
   readonly name = PROCESS_DRIVER_NAME;
   /** No network namespace: a workload listens on its host ports itself. */
   readonly hostNetwork = true;
@@ -112,6 +115,11 @@ export class ProcessDriver implements Driver, LogsCapability, PauseCapability, I
     const startTime = processStartTime(child.pid);
     const tracked: Tracked = { pid: child.pid, startTime, child, exited: child.wait().then(exitResultOf) };
     this.track(spec.workloadId, tracked);
+    // The task directory is the process's label: with this file an orphaned
+    // directory (its agent record lost) still says which process is its.
+    await writeFile(join(taskDir, TASK_FILE), JSON.stringify({ pid: child.pid, startTime }), { mode: 0o600 }).catch((err) =>
+      this.options.logger.warn('could not record the task file of a workload', { workloadId: spec.workloadId, err }),
+    );
     const state: ProcessState = { pid: child.pid, startTime, taskDir, logPath };
     return { driver: this.name, workloadId: spec.workloadId, displayId: String(child.pid), state: { ...state } };
   }
@@ -146,6 +154,46 @@ export class ProcessDriver implements Driver, LogsCapability, PauseCapability, I
     }
     this.tracked.delete(handle.workloadId);
     await rm(state.taskDir, { recursive: true, force: true });
+  }
+
+  /** Every task directory under the root (one per workload id), with whether its process still runs. */
+  async listLabelled(): Promise<LabelledRuntime[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.options.rootDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const found: LabelledRuntime[] = [];
+    for (const workloadId of names.filter((n) => SAFE_ID.test(n))) {
+      const taskDir = join(this.options.rootDir, workloadId);
+      const info = await stat(taskDir).catch(() => undefined);
+      if (!info?.isDirectory()) continue;
+      const task = await readTaskFile(taskDir);
+      found.push({
+        workloadId,
+        running: task !== undefined && isSameProcessAlive(task),
+        createdAt: info.birthtimeMs > 0 ? info.birthtime : info.mtime,
+        displayId: task ? String(task.pid) : '',
+      });
+    }
+    return found;
+  }
+
+  /** Kills the task directory's process group (when its recorded process still runs) and removes the directory. */
+  async removeLabelled(workloadId: string): Promise<void> {
+    if (!SAFE_ID.test(workloadId)) throw new InvalidArgumentError('workload id is not usable as a directory name', { field: 'workloadId' });
+    const taskDir = join(this.options.rootDir, workloadId);
+    const task = await readTaskFile(taskDir);
+    if (task && isSameProcessAlive(task)) {
+      killProcessGroup(task.pid, 'SIGKILL');
+      const deadline = Date.now() + this.killWaitMs;
+      while (isSameProcessAlive(task) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      if (isSameProcessAlive(task)) throw new UnavailableError(`process ${task.pid} did not exit after SIGKILL`);
+    }
+    this.tracked.delete(workloadId);
+    await rm(taskDir, { recursive: true, force: true });
   }
 
   async inspect(handle: TaskHandle): Promise<TaskStatus> {
@@ -185,43 +233,12 @@ export class ProcessDriver implements Driver, LogsCapability, PauseCapability, I
   }
 
   async readLogs(handle: TaskHandle, options: { tailBytes: number }): Promise<LogChunk> {
-    let file;
-    try {
-      file = await open(stateOf(handle).logPath, 'r');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { data: Buffer.alloc(0), truncated: false };
-      throw err;
-    }
-    try {
-      const { size } = await file.stat();
-      const length = Math.min(size, options.tailBytes);
-      const data = Buffer.alloc(length);
-      const { bytesRead } = await file.read(data, 0, length, size - length);
-      return { data: data.subarray(0, bytesRead), truncated: size > length };
-    } finally {
-      await file.close();
-    }
+    return readFileTail(stateOf(handle).logPath, options.tailBytes);
   }
 
   /** Up to `maxBytes` of the log file from `offset` (for following it); an absent file is empty. */
-  async readLogsFrom(handle: TaskHandle, options: { offset: number; maxBytes: number }): Promise<{ data: Buffer; size: number }> {
-    let file;
-    try {
-      file = await open(stateOf(handle).logPath, 'r');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { data: Buffer.alloc(0), size: 0 };
-      throw err;
-    }
-    try {
-      const { size } = await file.stat();
-      const length = Math.max(0, Math.min(size - options.offset, options.maxBytes));
-      if (length === 0) return { data: Buffer.alloc(0), size };
-      const data = Buffer.alloc(length);
-      const { bytesRead } = await file.read(data, 0, length, options.offset);
-      return { data: data.subarray(0, bytesRead), size };
-    } finally {
-      await file.close();
-    }
+  async readLogsFrom(handle: TaskHandle, options: { offset: number; maxBytes: number }): Promise<LogRange> {
+    return readFileRange(stateOf(handle).logPath, options);
   }
 
   /**
@@ -325,6 +342,19 @@ export class ProcessDriver implements Driver, LogsCapability, PauseCapability, I
     // An adopted pid is checked again right before signalling: once it has
     // exited the number may belong to an unrelated process group.
     if (isSameProcessAlive({ pid: tracked.pid, startTime: tracked.startTime })) killProcessGroup(tracked.pid, signal);
+  }
+}
+
+/** Written into each task directory at start: which process the directory belongs to. */
+const TASK_FILE = 'task.json';
+
+async function readTaskFile(taskDir: string): Promise<{ pid: number; startTime?: string } | undefined> {
+  try {
+    const data = JSON.parse(await readFile(join(taskDir, TASK_FILE), 'utf8')) as { pid?: unknown; startTime?: unknown };
+    if (typeof data.pid !== 'number' || data.pid <= 1) return undefined;
+    return { pid: data.pid, ...(typeof data.startTime === 'string' ? { startTime: data.startTime } : {}) };
+  } catch {
+    return undefined;
   }
 }
 

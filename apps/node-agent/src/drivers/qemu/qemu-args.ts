@@ -22,6 +22,12 @@ export interface VmDisk {
   format: string;
   /** True when the driver made it (an overlay in the task dir) and must carry it along in snapshots. */
   owned?: boolean;
+  /**
+   * True for the task's own clone from the volume manager (spec.vm.disk):
+   * not the driver's to delete, but the task's alone, so a snapshot copies
+   * it like an owned disk (a restore must not share the source's writes).
+   */
+  clone?: boolean;
 }
 
 /**

@@ -1,9 +1,9 @@
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { isProcessAlive, killProcessGroup, resolveProgram } from '@corral/exec';
 import { silentLogger } from '@corral/logging';
-import { ensureMicrovmImage, eventually, freePort, microvmImageUnavailableReason, type MicrovmImage } from '@corral/testing';
+import { ensureMicrovmImage, eventually, freePort, microvmImageUnavailableReason, qemuProcessesUnder, type MicrovmImage } from '@corral/testing';
 import type { TaskHandle, TaskSpec } from '../driver';
 import { hasExec, hasFiles, hasPause, hasSnapshot, type SnapshotProgress } from '../driver';
 import { QemuDriver, UNKNOWN_EXIT_DETAIL } from './qemu-driver';
@@ -53,21 +53,6 @@ function httpGet(port: number, timeoutMs: number): Promise<string> {
 async function servedAfter(port: number, pageText: string, since: number): Promise<number> {
   await eventually(async () => ((await httpGet(port, 2000)).includes(pageText) ? true : undefined), { timeoutMs: 60_000, intervalMs: 50, what: `HTTP on port ${port}` });
   return Date.now() - since;
-}
-
-/** qemu processes whose command line mentions `dir`. */
-function qemuProcessesUnder(dir: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.includes('qemu-system') && cmdline.includes(dir)) pids.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
 }
 
 describeWithQemu('qemu driver (real qemu, tcg)', () => {

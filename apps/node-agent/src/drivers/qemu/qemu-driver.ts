@@ -16,6 +16,7 @@ import {
 } from '@corral/exec';
 import { silentLogger, type Logger } from '@corral/logging';
 import { ensurePrivateDir, writeJsonAtomic } from '../../state/atomic-file';
+import { readFileRange, readFileTail, type LogRange } from '../../workloads/log-follow';
 import { QEMU_IMG, qemuImgCreateOverlay, qemuImgInfo } from '../../volumes';
 import type {
   DestroyOptions,
@@ -56,8 +57,10 @@ import { QgaClient, QgaConnectionError } from './qga-client';
 //
 // Per task: <stateDir>/<workloadId>/ holds qmp.sock, qga.sock, console.log
 // (the guest's serial console), qemu.log (qemu's own stdout/stderr),
-// qemu.pid, and disk.qcow2 when the driver made an overlay for a unikernel
-// image.
+// qemu.pid, and disk0.qcow2 when the driver made an overlay for a unikernel
+// image itself (only when it was given no clone: in the agent, unikernels and
+// microVMs alike boot the clone the volume manager made, see
+// volumes/root-disk-base.ts).
 
 export const QEMU_DRIVER_NAME = 'qemu';
 export const QEMU_SYSTEM_BINARY = 'qemu-system-x86_64';
@@ -103,6 +106,8 @@ export interface QemuDriverConfig {
   adoptedPollMs?: number;
   /** Give VMs the guest agent's virtio-serial port (exec and files). Default true. */
   guestAgent?: boolean;
+  /** How the agent clones root disks (spec.vm.rootDisk), for the fingerprint; absent: it does not. */
+  rootDisks?: { kind: string; reason: string; usable: boolean };
   /** How long a guest agent is waited for to answer a session's resync before it counts as unavailable. Default 5 s. */
   guestAgentTimeoutMs?: number;
   /** How long one guest agent command (a chunk of a file, an exec status) may take. Default 30 s. */
@@ -189,7 +194,11 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
       return { name: this.name, healthy: false, version: '', detail: `${this.qemuBinary} --version failed: ${(err as Error).message}` };
     }
     const choice = await this.accelerator();
-    const detail = `accelerators usable: ${choice.usable.join(', ')}; ${choice.accelerator ? `VMs run under ${choice.accelerator}` : 'VMs cannot run'} (${choice.reason}); machine ${QEMU_MACHINE_TYPE}`;
+    const rootDisks = this.config.rootDisks;
+    const volumes = rootDisks
+      ? `; root disks: ${rootDisks.kind}${rootDisks.usable ? '' : ' (unusable)'} (${rootDisks.reason})`
+      : '; root disks: none (no volume manager)';
+    const detail = `accelerators usable: ${choice.usable.join(', ')}; ${choice.accelerator ? `VMs run under ${choice.accelerator}` : 'VMs cannot run'} (${choice.reason}); machine ${QEMU_MACHINE_TYPE}${volumes}`;
     return { name: this.name, healthy: choice.accelerator !== undefined, version, detail };
   }
 
@@ -307,7 +316,12 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
 
   /** The end of the guest's serial console. */
   async readLogs(handle: TaskHandle, options: { tailBytes: number }): Promise<LogChunk> {
-    return readTail(stateOf(handle).consoleLog, options.tailBytes);
+    return readFileTail(stateOf(handle).consoleLog, options.tailBytes);
+  }
+
+  /** The serial console from `offset`: an append-only file, so it can be followed. */
+  async readLogsFrom(handle: TaskHandle, options: { offset: number; maxBytes: number }): Promise<LogRange> {
+    return readFileRange(stateOf(handle).consoleLog, options);
   }
 
   /** The VM's run state as QMP reports it: running, paused, postmigrate, inmigrate, shutdown... */
@@ -343,6 +357,11 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
   async snapshot(handle: TaskHandle, file: string, onProgress?: (progress: SnapshotProgress) => void, options: SnapshotOptions = {}): Promise<SnapshotResult> {
     checkSnapshotPath(file);
     const state = this.liveState(handle);
+    // A device-mapper clone is a block device: copying it with the snapshot
+    // would cost the whole disk, and a restore could not share it.
+    if (state.machine.disks.some((d) => d.clone && d.path.startsWith('/dev/'))) {
+      throw new FailedPreconditionError(`VM ${handle.workloadId} runs on a device-mapper root disk: memory snapshots need a qcow2 one`);
+    }
     const timeoutMs = options.timeoutMs ?? 10 * 60_000;
     return this.serialize(handle.workloadId, async () => {
       const started = Date.now();
@@ -365,7 +384,7 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
           const diskCopies: Record<number, string> = {};
           // The VM is stopped and qemu flushed its disks when the migration completed.
           for (const [i, disk] of state.machine.disks.entries()) {
-            if (!disk.owned) continue;
+            if (!disk.owned && !disk.clone) continue;
             diskCopies[i] = `${file}.disk${i}.qcow2`;
             await copyFile(disk.path, diskCopies[i], constants.COPYFILE_FICLONE);
             await chmod(diskCopies[i], 0o600);
@@ -410,7 +429,7 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
           if (copy) {
             const path = join(files.dir, `disk${i}.qcow2`);
             await copyFile(copy, path, constants.COPYFILE_FICLONE);
-            disks.push({ ...disk, path, owned: true });
+            disks.push({ ...disk, path, owned: true, clone: undefined });
           } else if (i === 0 && spec.vm?.disk) {
             disks.push({ path: spec.vm.disk, format: await this.diskFormat(spec.vm.disk) });
           } else {
@@ -475,9 +494,12 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
   private async prepareDisks(dir: string, mode: 'microvm' | 'unikernel', paths: string[], fromVolumeManager: boolean): Promise<VmDisk[]> {
     const disks: VmDisk[] = [];
     for (const path of paths) disks.push({ path, format: await this.diskFormat(path) });
+    if (fromVolumeManager && disks[0]) disks[0] = { ...disks[0], clone: true };
     if (mode === 'unikernel' && !fromVolumeManager && disks[0]) {
-      // The image itself is shared by every task booting it: the task writes
-      // to an overlay of its own instead (instant at any image size).
+      // In the agent a unikernel boots its clone from the volume manager
+      // (vm.disk, like a microVM's root disk). A caller without one (the
+      // driver used on its own) still must not write the shared image: the
+      // task writes to an overlay of its own (instant at any image size).
       const overlay = join(dir, 'disk0.qcow2');
       await this.executor.run(qemuImgCreateOverlay({ basePath: disks[0].path, baseFormat: disks[0].format as 'raw' | 'qcow2', clonePath: overlay }));
       disks[0] = { path: overlay, format: 'qcow2', owned: true };
@@ -519,7 +541,7 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
         await settlesWithin(tracked.exited, this.config.killWaitMs ?? 5000);
       }
       this.tracked.delete(spec.workloadId);
-      const tail = (await readTail(files.qemuLog, 2048)).data.toString('utf8').trim();
+      const tail = (await readFileTail(files.qemuLog, 2048)).data.toString('utf8').trim();
       this.logger.warn('qemu failed to start', { workloadId: spec.workloadId, exitCode: result?.exitCode, signal: result?.signal, qemuLog: tail });
       throw new UnavailableError(
         result ? `qemu exited during start (${result.signal ?? `exit code ${result.exitCode}`})` : 'qemu did not open its QMP socket in time',
@@ -544,7 +566,7 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
       if (!options.paused) await qmp.execute('cont');
     }).catch(async (err) => {
       if (await settlesWithin(tracked.exited, 200)) {
-        const tail = (await readTail(state.qemuLog, 2048)).data.toString('utf8').trim();
+        const tail = (await readFileTail(state.qemuLog, 2048)).data.toString('utf8').trim();
         this.logger.warn('qemu failed to load a snapshot', { workloadId: handle.workloadId, qemuLog: tail });
         throw new UnavailableError('qemu exited while loading the snapshot', { cause: new Error(tail) });
       }
@@ -768,25 +790,6 @@ async function readPidFile(path: string): Promise<number | undefined> {
     return Number.isInteger(pid) && pid > 0 ? pid : undefined;
   } catch {
     return undefined;
-  }
-}
-
-async function readTail(path: string, tailBytes: number): Promise<LogChunk> {
-  let file;
-  try {
-    file = await open(path, 'r');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { data: Buffer.alloc(0), truncated: false };
-    throw err;
-  }
-  try {
-    const { size } = await file.stat();
-    const length = Math.max(0, Math.min(size, tailBytes));
-    const data = Buffer.alloc(length);
-    const { bytesRead } = await file.read(data, 0, length, size - length);
-    return { data: data.subarray(0, bytesRead), truncated: size > length };
-  } finally {
-    await file.close();
   }
 }
 

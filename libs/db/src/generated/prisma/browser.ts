@@ -62,3 +62,38 @@ export type Workload = Prisma.WorkloadModel
  * 
  */
 export type WorkloadEvent = Prisma.WorkloadEventModel
+/**
+ * Model ReconcilerLeader
+ * 
+ */
+export type ReconcilerLeader = Prisma.ReconcilerLeaderModel
+/**
+ * Model AuditEvent
+ * 
+ */
+export type AuditEvent = Prisma.AuditEventModel
+/**
+ * Model Service
+ * 
+ */
+export type Service = Prisma.ServiceModel
+/**
+ * Model ServiceVersion
+ * 
+ */
+export type ServiceVersion = Prisma.ServiceVersionModel
+/**
+ * Model Deployment
+ * 
+ */
+export type Deployment = Prisma.DeploymentModel
+/**
+ * Model ServiceComponent
+ * 
+ */
+export type ServiceComponent = Prisma.ServiceComponentModel
+/**
+ * Model IdempotencyKey
+ * 
+ */
+export type IdempotencyKey = Prisma.IdempotencyKeyModel

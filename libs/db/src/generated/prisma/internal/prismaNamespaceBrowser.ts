@@ -59,7 +59,14 @@ export const ModelName = {
   SigningKey: 'SigningKey',
   RefreshToken: 'RefreshToken',
   Workload: 'Workload',
-  WorkloadEvent: 'WorkloadEvent'
+  WorkloadEvent: 'WorkloadEvent',
+  ReconcilerLeader: 'ReconcilerLeader',
+  AuditEvent: 'AuditEvent',
+  Service: 'Service',
+  ServiceVersion: 'ServiceVersion',
+  Deployment: 'Deployment',
+  ServiceComponent: 'ServiceComponent',
+  IdempotencyKey: 'IdempotencyKey'
 } as const
 
 export type ModelName = (typeof ModelName)[keyof typeof ModelName]
@@ -231,6 +238,105 @@ export const WorkloadEventScalarFieldEnum = {
 } as const
 
 export type WorkloadEventScalarFieldEnum = (typeof WorkloadEventScalarFieldEnum)[keyof typeof WorkloadEventScalarFieldEnum]
+
+
+export const ReconcilerLeaderScalarFieldEnum = {
+  id: 'id',
+  epoch: 'epoch',
+  leader: 'leader',
+  lastRoundAt: 'lastRoundAt',
+  updatedAt: 'updatedAt'
+} as const
+
+export type ReconcilerLeaderScalarFieldEnum = (typeof ReconcilerLeaderScalarFieldEnum)[keyof typeof ReconcilerLeaderScalarFieldEnum]
+
+
+export const AuditEventScalarFieldEnum = {
+  id: 'id',
+  at: 'at',
+  actor: 'actor',
+  kind: 'kind',
+  action: 'action',
+  outcome: 'outcome',
+  subjectType: 'subjectType',
+  subjectId: 'subjectId',
+  teamId: 'teamId',
+  reason: 'reason',
+  data: 'data',
+  epoch: 'epoch'
+} as const
+
+export type AuditEventScalarFieldEnum = (typeof AuditEventScalarFieldEnum)[keyof typeof AuditEventScalarFieldEnum]
+
+
+export const ServiceScalarFieldEnum = {
+  id: 'id',
+  name: 'name',
+  teamId: 'teamId',
+  teamScope: 'teamScope',
+  currentVersion: 'currentVersion',
+  state: 'state',
+  createdAt: 'createdAt',
+  updatedAt: 'updatedAt'
+} as const
+
+export type ServiceScalarFieldEnum = (typeof ServiceScalarFieldEnum)[keyof typeof ServiceScalarFieldEnum]
+
+
+export const ServiceVersionScalarFieldEnum = {
+  id: 'id',
+  serviceId: 'serviceId',
+  version: 'version',
+  definition: 'definition',
+  source: 'source',
+  digest: 'digest',
+  status: 'status',
+  createdAt: 'createdAt'
+} as const
+
+export type ServiceVersionScalarFieldEnum = (typeof ServiceVersionScalarFieldEnum)[keyof typeof ServiceVersionScalarFieldEnum]
+
+
+export const DeploymentScalarFieldEnum = {
+  id: 'id',
+  serviceId: 'serviceId',
+  fromVersion: 'fromVersion',
+  toVersion: 'toVersion',
+  state: 'state',
+  progress: 'progress',
+  reason: 'reason',
+  createdAt: 'createdAt',
+  updatedAt: 'updatedAt'
+} as const
+
+export type DeploymentScalarFieldEnum = (typeof DeploymentScalarFieldEnum)[keyof typeof DeploymentScalarFieldEnum]
+
+
+export const ServiceComponentScalarFieldEnum = {
+  id: 'id',
+  serviceId: 'serviceId',
+  name: 'name',
+  state: 'state',
+  lastVersion: 'lastVersion',
+  createdAt: 'createdAt',
+  updatedAt: 'updatedAt'
+} as const
+
+export type ServiceComponentScalarFieldEnum = (typeof ServiceComponentScalarFieldEnum)[keyof typeof ServiceComponentScalarFieldEnum]
+
+
+export const IdempotencyKeyScalarFieldEnum = {
+  id: 'id',
+  key: 'key',
+  callerScope: 'callerScope',
+  requestHash: 'requestHash',
+  responseStatus: 'responseStatus',
+  responseBody: 'responseBody',
+  createdAt: 'createdAt',
+  expiresAt: 'expiresAt'
+} as const
+
+export type IdempotencyKeyScalarFieldEnum = (typeof IdempotencyKeyScalarFieldEnum)[keyof typeof IdempotencyKeyScalarFieldEnum]
 
 
 export const SortOrder = {

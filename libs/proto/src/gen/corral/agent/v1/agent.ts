@@ -89,6 +89,12 @@ export interface VmSpec {
   kernel: string;
   initrd: string;
   kernelArgs: string;
+  /**
+   * microvm: a disk image on the host (raw or qcow2, never written) that the
+   * agent clones copy-on-write into the VM's own root disk (/dev/vda) before
+   * it boots; the clone is removed with the workload.
+   */
+  rootDisk: string;
 }
 
 /** A route's host port, as allocated by the agent. */
@@ -148,6 +154,43 @@ export interface ListWorkloadsRequest {
 
 export interface ListWorkloadsResponse {
   workloads: AgentWorkload[];
+}
+
+/** A runtime object of a driver with a Corral workload id and no agent record. */
+export interface UnmanagedRuntime {
+  workloadId: string;
+  driver: string;
+  running: boolean;
+  /** When the runtime object was created (container created, task directory made). */
+  createdAt:
+    | Date
+    | undefined;
+  /** Driver-specific id for people (container id, pid). */
+  displayId: string;
+}
+
+export interface ListUnmanagedRuntimesRequest {
+}
+
+export interface ListUnmanagedRuntimesResponse {
+  runtimes: UnmanagedRuntime[];
+}
+
+export interface DestroyUnmanagedRuntimeRequest {
+  workloadId: string;
+}
+
+export interface DestroyUnmanagedRuntimeResponse {
+  /** False when nothing labelled with the id was found. */
+  removed: boolean;
+}
+
+export interface RestartWorkloadRequest {
+  workloadId: string;
+}
+
+export interface RestartWorkloadResponse {
+  workload: AgentWorkload | undefined;
 }
 
 export interface ReadLogsRequest {
@@ -344,6 +387,37 @@ export interface SnapshotWorkloadResponse {
   kind: { $case: "progress"; value: SnapshotProgress } | { $case: "result"; value: SnapshotResult } | undefined;
 }
 
+export interface ListSnapshotsRequest {
+  workloadId: string;
+}
+
+export interface SnapshotInfo {
+  snapshotId: string;
+  /** The workload the snapshot was taken of. */
+  sourceWorkloadId: string;
+  createdAt:
+    | Date
+    | undefined;
+  /** Disk space it takes: allocated blocks, not its apparent length. */
+  sizeBytes: number;
+  /** The driver that took it (and can restore it). */
+  driver: string;
+}
+
+export interface ListSnapshotsResponse {
+  snapshots: SnapshotInfo[];
+}
+
+export interface DeleteSnapshotRequest {
+  workloadId: string;
+  snapshotId: string;
+}
+
+export interface DeleteSnapshotResponse {
+  /** False when there was nothing to delete. */
+  deleted: boolean;
+}
+
 export interface DestroyWorkloadRequest {
   workloadId: string;
   /** Stop a live workload first (grace period, then kill) instead of refusing. */
@@ -414,6 +488,52 @@ export interface ImageSummary {
 
 export interface ListImagesResponse {
   images: ImageSummary[];
+}
+
+/** A registry login for one pull; never stored, logged or returned. */
+export interface RegistryCredentials {
+  username: string;
+  password: string;
+}
+
+export interface PullImageRequest {
+  /** The driver whose store receives the image: podman. */
+  driver: string;
+  /**
+   * e.g. docker.io/library/busybox:1.36, registry.example.com:5000/app@sha256:…;
+   * a name without a registry means docker.io, without a tag :latest.
+   */
+  ref: string;
+  credentials: RegistryCredentials | undefined;
+}
+
+export interface PullImageProgress {
+  /**
+   * resolving (looking the reference up), retrying (the registry did not
+   * answer; podman tries again), copying-blob, copying-config,
+   * writing-manifest, storing-signatures.
+   */
+  phase: string;
+  /** The blob or config being copied (sha256:…), for the copying phases. */
+  digest: string;
+  /** Layer blobs started so far. */
+  blobs: number;
+  /** The blob was already in the store and was not downloaded. */
+  alreadyPresent: boolean;
+  /** The fully qualified reference being pulled. */
+  ref: string;
+}
+
+export interface PullImageResult {
+  imageId: string;
+  /** The fully qualified reference pulled (registry, repository, tag or digest). */
+  ref: string;
+  /** The manifest digest (sha256:…) the image was pulled as. */
+  digest: string;
+}
+
+export interface PullImageResponse {
+  kind: { $case: "progress"; value: PullImageProgress } | { $case: "result"; value: PullImageResult } | undefined;
 }
 
 function createBaseWorkloadSpec(): WorkloadSpec {
@@ -1067,7 +1187,7 @@ export const Route: MessageFns<Route> = {
 };
 
 function createBaseVmSpec(): VmSpec {
-  return { mode: "", kernel: "", initrd: "", kernelArgs: "" };
+  return { mode: "", kernel: "", initrd: "", kernelArgs: "", rootDisk: "" };
 }
 
 export const VmSpec: MessageFns<VmSpec> = {
@@ -1083,6 +1203,9 @@ export const VmSpec: MessageFns<VmSpec> = {
     }
     if (message.kernelArgs !== "") {
       writer.uint32(34).string(message.kernelArgs);
+    }
+    if (message.rootDisk !== "") {
+      writer.uint32(42).string(message.rootDisk);
     }
     return writer;
   },
@@ -1132,6 +1255,14 @@ export const VmSpec: MessageFns<VmSpec> = {
             message.kernelArgs = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.rootDisk = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1154,6 +1285,11 @@ export const VmSpec: MessageFns<VmSpec> = {
         : isSet(object.kernel_args)
         ? globalThis.String(object.kernel_args)
         : "",
+      rootDisk: isSet(object.rootDisk)
+        ? globalThis.String(object.rootDisk)
+        : isSet(object.root_disk)
+        ? globalThis.String(object.root_disk)
+        : "",
     };
   },
 
@@ -1171,6 +1307,9 @@ export const VmSpec: MessageFns<VmSpec> = {
     if (message.kernelArgs !== "") {
       obj.kernelArgs = message.kernelArgs;
     }
+    if (message.rootDisk !== "") {
+      obj.rootDisk = message.rootDisk;
+    }
     return obj;
   },
 
@@ -1183,6 +1322,7 @@ export const VmSpec: MessageFns<VmSpec> = {
     message.kernel = object.kernel ?? "";
     message.initrd = object.initrd ?? "";
     message.kernelArgs = object.kernelArgs ?? "";
+    message.rootDisk = object.rootDisk ?? "";
     return message;
   },
 };
@@ -2131,6 +2271,556 @@ export const ListWorkloadsResponse: MessageFns<ListWorkloadsResponse> = {
   fromPartial(object: DeepPartial<ListWorkloadsResponse>): ListWorkloadsResponse {
     const message = createBaseListWorkloadsResponse();
     message.workloads = object.workloads?.map((e) => AgentWorkload.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseUnmanagedRuntime(): UnmanagedRuntime {
+  return { workloadId: "", driver: "", running: false, createdAt: undefined, displayId: "" };
+}
+
+export const UnmanagedRuntime: MessageFns<UnmanagedRuntime> = {
+  encode(message: UnmanagedRuntime, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloadId !== "") {
+      writer.uint32(10).string(message.workloadId);
+    }
+    if (message.driver !== "") {
+      writer.uint32(18).string(message.driver);
+    }
+    if (message.running !== false) {
+      writer.uint32(24).bool(message.running);
+    }
+    if (message.createdAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(34).fork()).join();
+    }
+    if (message.displayId !== "") {
+      writer.uint32(42).string(message.displayId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnmanagedRuntime {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnmanagedRuntime();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workloadId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.driver = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.running = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.displayId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnmanagedRuntime {
+    return {
+      workloadId: isSet(object.workloadId)
+        ? globalThis.String(object.workloadId)
+        : isSet(object.workload_id)
+        ? globalThis.String(object.workload_id)
+        : "",
+      driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
+      running: isSet(object.running) ? globalThis.Boolean(object.running) : false,
+      createdAt: isSet(object.createdAt)
+        ? fromJsonTimestamp(object.createdAt)
+        : isSet(object.created_at)
+        ? fromJsonTimestamp(object.created_at)
+        : undefined,
+      displayId: isSet(object.displayId)
+        ? globalThis.String(object.displayId)
+        : isSet(object.display_id)
+        ? globalThis.String(object.display_id)
+        : "",
+    };
+  },
+
+  toJSON(message: UnmanagedRuntime): unknown {
+    const obj: any = {};
+    if (message.workloadId !== "") {
+      obj.workloadId = message.workloadId;
+    }
+    if (message.driver !== "") {
+      obj.driver = message.driver;
+    }
+    if (message.running !== false) {
+      obj.running = message.running;
+    }
+    if (message.createdAt !== undefined) {
+      obj.createdAt = message.createdAt.toISOString();
+    }
+    if (message.displayId !== "") {
+      obj.displayId = message.displayId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UnmanagedRuntime>): UnmanagedRuntime {
+    return UnmanagedRuntime.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UnmanagedRuntime>): UnmanagedRuntime {
+    const message = createBaseUnmanagedRuntime();
+    message.workloadId = object.workloadId ?? "";
+    message.driver = object.driver ?? "";
+    message.running = object.running ?? false;
+    message.createdAt = object.createdAt ?? undefined;
+    message.displayId = object.displayId ?? "";
+    return message;
+  },
+};
+
+function createBaseListUnmanagedRuntimesRequest(): ListUnmanagedRuntimesRequest {
+  return {};
+}
+
+export const ListUnmanagedRuntimesRequest: MessageFns<ListUnmanagedRuntimesRequest> = {
+  encode(_: ListUnmanagedRuntimesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListUnmanagedRuntimesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListUnmanagedRuntimesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListUnmanagedRuntimesRequest {
+    return {};
+  },
+
+  toJSON(_: ListUnmanagedRuntimesRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListUnmanagedRuntimesRequest>): ListUnmanagedRuntimesRequest {
+    return ListUnmanagedRuntimesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ListUnmanagedRuntimesRequest>): ListUnmanagedRuntimesRequest {
+    const message = createBaseListUnmanagedRuntimesRequest();
+    return message;
+  },
+};
+
+function createBaseListUnmanagedRuntimesResponse(): ListUnmanagedRuntimesResponse {
+  return { runtimes: [] };
+}
+
+export const ListUnmanagedRuntimesResponse: MessageFns<ListUnmanagedRuntimesResponse> = {
+  encode(message: ListUnmanagedRuntimesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.runtimes) {
+      UnmanagedRuntime.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListUnmanagedRuntimesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListUnmanagedRuntimesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.runtimes.push(UnmanagedRuntime.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListUnmanagedRuntimesResponse {
+    return {
+      runtimes: globalThis.Array.isArray(object?.runtimes)
+        ? object.runtimes.map((e: any) => UnmanagedRuntime.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListUnmanagedRuntimesResponse): unknown {
+    const obj: any = {};
+    if (message.runtimes?.length) {
+      obj.runtimes = message.runtimes.map((e) => UnmanagedRuntime.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListUnmanagedRuntimesResponse>): ListUnmanagedRuntimesResponse {
+    return ListUnmanagedRuntimesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListUnmanagedRuntimesResponse>): ListUnmanagedRuntimesResponse {
+    const message = createBaseListUnmanagedRuntimesResponse();
+    message.runtimes = object.runtimes?.map((e) => UnmanagedRuntime.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDestroyUnmanagedRuntimeRequest(): DestroyUnmanagedRuntimeRequest {
+  return { workloadId: "" };
+}
+
+export const DestroyUnmanagedRuntimeRequest: MessageFns<DestroyUnmanagedRuntimeRequest> = {
+  encode(message: DestroyUnmanagedRuntimeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloadId !== "") {
+      writer.uint32(10).string(message.workloadId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DestroyUnmanagedRuntimeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDestroyUnmanagedRuntimeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workloadId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DestroyUnmanagedRuntimeRequest {
+    return {
+      workloadId: isSet(object.workloadId)
+        ? globalThis.String(object.workloadId)
+        : isSet(object.workload_id)
+        ? globalThis.String(object.workload_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DestroyUnmanagedRuntimeRequest): unknown {
+    const obj: any = {};
+    if (message.workloadId !== "") {
+      obj.workloadId = message.workloadId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DestroyUnmanagedRuntimeRequest>): DestroyUnmanagedRuntimeRequest {
+    return DestroyUnmanagedRuntimeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DestroyUnmanagedRuntimeRequest>): DestroyUnmanagedRuntimeRequest {
+    const message = createBaseDestroyUnmanagedRuntimeRequest();
+    message.workloadId = object.workloadId ?? "";
+    return message;
+  },
+};
+
+function createBaseDestroyUnmanagedRuntimeResponse(): DestroyUnmanagedRuntimeResponse {
+  return { removed: false };
+}
+
+export const DestroyUnmanagedRuntimeResponse: MessageFns<DestroyUnmanagedRuntimeResponse> = {
+  encode(message: DestroyUnmanagedRuntimeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.removed !== false) {
+      writer.uint32(8).bool(message.removed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DestroyUnmanagedRuntimeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDestroyUnmanagedRuntimeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.removed = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DestroyUnmanagedRuntimeResponse {
+    return { removed: isSet(object.removed) ? globalThis.Boolean(object.removed) : false };
+  },
+
+  toJSON(message: DestroyUnmanagedRuntimeResponse): unknown {
+    const obj: any = {};
+    if (message.removed !== false) {
+      obj.removed = message.removed;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DestroyUnmanagedRuntimeResponse>): DestroyUnmanagedRuntimeResponse {
+    return DestroyUnmanagedRuntimeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DestroyUnmanagedRuntimeResponse>): DestroyUnmanagedRuntimeResponse {
+    const message = createBaseDestroyUnmanagedRuntimeResponse();
+    message.removed = object.removed ?? false;
+    return message;
+  },
+};
+
+function createBaseRestartWorkloadRequest(): RestartWorkloadRequest {
+  return { workloadId: "" };
+}
+
+export const RestartWorkloadRequest: MessageFns<RestartWorkloadRequest> = {
+  encode(message: RestartWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloadId !== "") {
+      writer.uint32(10).string(message.workloadId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestartWorkloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestartWorkloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workloadId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RestartWorkloadRequest {
+    return {
+      workloadId: isSet(object.workloadId)
+        ? globalThis.String(object.workloadId)
+        : isSet(object.workload_id)
+        ? globalThis.String(object.workload_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RestartWorkloadRequest): unknown {
+    const obj: any = {};
+    if (message.workloadId !== "") {
+      obj.workloadId = message.workloadId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RestartWorkloadRequest>): RestartWorkloadRequest {
+    return RestartWorkloadRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RestartWorkloadRequest>): RestartWorkloadRequest {
+    const message = createBaseRestartWorkloadRequest();
+    message.workloadId = object.workloadId ?? "";
+    return message;
+  },
+};
+
+function createBaseRestartWorkloadResponse(): RestartWorkloadResponse {
+  return { workload: undefined };
+}
+
+export const RestartWorkloadResponse: MessageFns<RestartWorkloadResponse> = {
+  encode(message: RestartWorkloadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workload !== undefined) {
+      AgentWorkload.encode(message.workload, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestartWorkloadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestartWorkloadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workload = AgentWorkload.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RestartWorkloadResponse {
+    return { workload: isSet(object.workload) ? AgentWorkload.fromJSON(object.workload) : undefined };
+  },
+
+  toJSON(message: RestartWorkloadResponse): unknown {
+    const obj: any = {};
+    if (message.workload !== undefined) {
+      obj.workload = AgentWorkload.toJSON(message.workload);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RestartWorkloadResponse>): RestartWorkloadResponse {
+    return RestartWorkloadResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RestartWorkloadResponse>): RestartWorkloadResponse {
+    const message = createBaseRestartWorkloadResponse();
+    message.workload = (object.workload !== undefined && object.workload !== null)
+      ? AgentWorkload.fromPartial(object.workload)
+      : undefined;
     return message;
   },
 };
@@ -5083,6 +5773,459 @@ export const SnapshotWorkloadResponse: MessageFns<SnapshotWorkloadResponse> = {
   },
 };
 
+function createBaseListSnapshotsRequest(): ListSnapshotsRequest {
+  return { workloadId: "" };
+}
+
+export const ListSnapshotsRequest: MessageFns<ListSnapshotsRequest> = {
+  encode(message: ListSnapshotsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloadId !== "") {
+      writer.uint32(10).string(message.workloadId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSnapshotsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSnapshotsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workloadId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListSnapshotsRequest {
+    return {
+      workloadId: isSet(object.workloadId)
+        ? globalThis.String(object.workloadId)
+        : isSet(object.workload_id)
+        ? globalThis.String(object.workload_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ListSnapshotsRequest): unknown {
+    const obj: any = {};
+    if (message.workloadId !== "") {
+      obj.workloadId = message.workloadId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListSnapshotsRequest>): ListSnapshotsRequest {
+    return ListSnapshotsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListSnapshotsRequest>): ListSnapshotsRequest {
+    const message = createBaseListSnapshotsRequest();
+    message.workloadId = object.workloadId ?? "";
+    return message;
+  },
+};
+
+function createBaseSnapshotInfo(): SnapshotInfo {
+  return { snapshotId: "", sourceWorkloadId: "", createdAt: undefined, sizeBytes: 0, driver: "" };
+}
+
+export const SnapshotInfo: MessageFns<SnapshotInfo> = {
+  encode(message: SnapshotInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.snapshotId !== "") {
+      writer.uint32(10).string(message.snapshotId);
+    }
+    if (message.sourceWorkloadId !== "") {
+      writer.uint32(18).string(message.sourceWorkloadId);
+    }
+    if (message.createdAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(26).fork()).join();
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(32).uint64(message.sizeBytes);
+    }
+    if (message.driver !== "") {
+      writer.uint32(42).string(message.driver);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sourceWorkloadId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.driver = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SnapshotInfo {
+    return {
+      snapshotId: isSet(object.snapshotId)
+        ? globalThis.String(object.snapshotId)
+        : isSet(object.snapshot_id)
+        ? globalThis.String(object.snapshot_id)
+        : "",
+      sourceWorkloadId: isSet(object.sourceWorkloadId)
+        ? globalThis.String(object.sourceWorkloadId)
+        : isSet(object.source_workload_id)
+        ? globalThis.String(object.source_workload_id)
+        : "",
+      createdAt: isSet(object.createdAt)
+        ? fromJsonTimestamp(object.createdAt)
+        : isSet(object.created_at)
+        ? fromJsonTimestamp(object.created_at)
+        : undefined,
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
+    };
+  },
+
+  toJSON(message: SnapshotInfo): unknown {
+    const obj: any = {};
+    if (message.snapshotId !== "") {
+      obj.snapshotId = message.snapshotId;
+    }
+    if (message.sourceWorkloadId !== "") {
+      obj.sourceWorkloadId = message.sourceWorkloadId;
+    }
+    if (message.createdAt !== undefined) {
+      obj.createdAt = message.createdAt.toISOString();
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.driver !== "") {
+      obj.driver = message.driver;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SnapshotInfo>): SnapshotInfo {
+    return SnapshotInfo.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SnapshotInfo>): SnapshotInfo {
+    const message = createBaseSnapshotInfo();
+    message.snapshotId = object.snapshotId ?? "";
+    message.sourceWorkloadId = object.sourceWorkloadId ?? "";
+    message.createdAt = object.createdAt ?? undefined;
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.driver = object.driver ?? "";
+    return message;
+  },
+};
+
+function createBaseListSnapshotsResponse(): ListSnapshotsResponse {
+  return { snapshots: [] };
+}
+
+export const ListSnapshotsResponse: MessageFns<ListSnapshotsResponse> = {
+  encode(message: ListSnapshotsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.snapshots) {
+      SnapshotInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSnapshotsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSnapshotsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshots.push(SnapshotInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListSnapshotsResponse {
+    return {
+      snapshots: globalThis.Array.isArray(object?.snapshots)
+        ? object.snapshots.map((e: any) => SnapshotInfo.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListSnapshotsResponse): unknown {
+    const obj: any = {};
+    if (message.snapshots?.length) {
+      obj.snapshots = message.snapshots.map((e) => SnapshotInfo.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListSnapshotsResponse>): ListSnapshotsResponse {
+    return ListSnapshotsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListSnapshotsResponse>): ListSnapshotsResponse {
+    const message = createBaseListSnapshotsResponse();
+    message.snapshots = object.snapshots?.map((e) => SnapshotInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDeleteSnapshotRequest(): DeleteSnapshotRequest {
+  return { workloadId: "", snapshotId: "" };
+}
+
+export const DeleteSnapshotRequest: MessageFns<DeleteSnapshotRequest> = {
+  encode(message: DeleteSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloadId !== "") {
+      writer.uint32(10).string(message.workloadId);
+    }
+    if (message.snapshotId !== "") {
+      writer.uint32(18).string(message.snapshotId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workloadId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteSnapshotRequest {
+    return {
+      workloadId: isSet(object.workloadId)
+        ? globalThis.String(object.workloadId)
+        : isSet(object.workload_id)
+        ? globalThis.String(object.workload_id)
+        : "",
+      snapshotId: isSet(object.snapshotId)
+        ? globalThis.String(object.snapshotId)
+        : isSet(object.snapshot_id)
+        ? globalThis.String(object.snapshot_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteSnapshotRequest): unknown {
+    const obj: any = {};
+    if (message.workloadId !== "") {
+      obj.workloadId = message.workloadId;
+    }
+    if (message.snapshotId !== "") {
+      obj.snapshotId = message.snapshotId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteSnapshotRequest>): DeleteSnapshotRequest {
+    return DeleteSnapshotRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteSnapshotRequest>): DeleteSnapshotRequest {
+    const message = createBaseDeleteSnapshotRequest();
+    message.workloadId = object.workloadId ?? "";
+    message.snapshotId = object.snapshotId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteSnapshotResponse(): DeleteSnapshotResponse {
+  return { deleted: false };
+}
+
+export const DeleteSnapshotResponse: MessageFns<DeleteSnapshotResponse> = {
+  encode(message: DeleteSnapshotResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deleted !== false) {
+      writer.uint32(8).bool(message.deleted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteSnapshotResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteSnapshotResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.deleted = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteSnapshotResponse {
+    return { deleted: isSet(object.deleted) ? globalThis.Boolean(object.deleted) : false };
+  },
+
+  toJSON(message: DeleteSnapshotResponse): unknown {
+    const obj: any = {};
+    if (message.deleted !== false) {
+      obj.deleted = message.deleted;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteSnapshotResponse>): DeleteSnapshotResponse {
+    return DeleteSnapshotResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteSnapshotResponse>): DeleteSnapshotResponse {
+    const message = createBaseDeleteSnapshotResponse();
+    message.deleted = object.deleted ?? false;
+    return message;
+  },
+};
+
 function createBaseDestroyWorkloadRequest(): DestroyWorkloadRequest {
   return { workloadId: "", force: false, timeoutSeconds: 0 };
 }
@@ -6104,6 +7247,537 @@ export const ListImagesResponse: MessageFns<ListImagesResponse> = {
   },
 };
 
+function createBaseRegistryCredentials(): RegistryCredentials {
+  return { username: "", password: "" };
+}
+
+export const RegistryCredentials: MessageFns<RegistryCredentials> = {
+  encode(message: RegistryCredentials, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.username !== "") {
+      writer.uint32(10).string(message.username);
+    }
+    if (message.password !== "") {
+      writer.uint32(18).string(message.password);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RegistryCredentials {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRegistryCredentials();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.username = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.password = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RegistryCredentials {
+    return {
+      username: isSet(object.username) ? globalThis.String(object.username) : "",
+      password: isSet(object.password) ? globalThis.String(object.password) : "",
+    };
+  },
+
+  toJSON(message: RegistryCredentials): unknown {
+    const obj: any = {};
+    if (message.username !== "") {
+      obj.username = message.username;
+    }
+    if (message.password !== "") {
+      obj.password = message.password;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RegistryCredentials>): RegistryCredentials {
+    return RegistryCredentials.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RegistryCredentials>): RegistryCredentials {
+    const message = createBaseRegistryCredentials();
+    message.username = object.username ?? "";
+    message.password = object.password ?? "";
+    return message;
+  },
+};
+
+function createBasePullImageRequest(): PullImageRequest {
+  return { driver: "", ref: "", credentials: undefined };
+}
+
+export const PullImageRequest: MessageFns<PullImageRequest> = {
+  encode(message: PullImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.driver !== "") {
+      writer.uint32(10).string(message.driver);
+    }
+    if (message.ref !== "") {
+      writer.uint32(18).string(message.ref);
+    }
+    if (message.credentials !== undefined) {
+      RegistryCredentials.encode(message.credentials, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PullImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePullImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.driver = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ref = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.credentials = RegistryCredentials.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PullImageRequest {
+    return {
+      driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
+      ref: isSet(object.ref) ? globalThis.String(object.ref) : "",
+      credentials: isSet(object.credentials) ? RegistryCredentials.fromJSON(object.credentials) : undefined,
+    };
+  },
+
+  toJSON(message: PullImageRequest): unknown {
+    const obj: any = {};
+    if (message.driver !== "") {
+      obj.driver = message.driver;
+    }
+    if (message.ref !== "") {
+      obj.ref = message.ref;
+    }
+    if (message.credentials !== undefined) {
+      obj.credentials = RegistryCredentials.toJSON(message.credentials);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PullImageRequest>): PullImageRequest {
+    return PullImageRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PullImageRequest>): PullImageRequest {
+    const message = createBasePullImageRequest();
+    message.driver = object.driver ?? "";
+    message.ref = object.ref ?? "";
+    message.credentials = (object.credentials !== undefined && object.credentials !== null)
+      ? RegistryCredentials.fromPartial(object.credentials)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePullImageProgress(): PullImageProgress {
+  return { phase: "", digest: "", blobs: 0, alreadyPresent: false, ref: "" };
+}
+
+export const PullImageProgress: MessageFns<PullImageProgress> = {
+  encode(message: PullImageProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.phase !== "") {
+      writer.uint32(10).string(message.phase);
+    }
+    if (message.digest !== "") {
+      writer.uint32(18).string(message.digest);
+    }
+    if (message.blobs !== 0) {
+      writer.uint32(24).uint32(message.blobs);
+    }
+    if (message.alreadyPresent !== false) {
+      writer.uint32(32).bool(message.alreadyPresent);
+    }
+    if (message.ref !== "") {
+      writer.uint32(42).string(message.ref);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PullImageProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePullImageProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.phase = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.digest = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.blobs = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.alreadyPresent = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.ref = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PullImageProgress {
+    return {
+      phase: isSet(object.phase) ? globalThis.String(object.phase) : "",
+      digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
+      blobs: isSet(object.blobs) ? globalThis.Number(object.blobs) : 0,
+      alreadyPresent: isSet(object.alreadyPresent)
+        ? globalThis.Boolean(object.alreadyPresent)
+        : isSet(object.already_present)
+        ? globalThis.Boolean(object.already_present)
+        : false,
+      ref: isSet(object.ref) ? globalThis.String(object.ref) : "",
+    };
+  },
+
+  toJSON(message: PullImageProgress): unknown {
+    const obj: any = {};
+    if (message.phase !== "") {
+      obj.phase = message.phase;
+    }
+    if (message.digest !== "") {
+      obj.digest = message.digest;
+    }
+    if (message.blobs !== 0) {
+      obj.blobs = Math.round(message.blobs);
+    }
+    if (message.alreadyPresent !== false) {
+      obj.alreadyPresent = message.alreadyPresent;
+    }
+    if (message.ref !== "") {
+      obj.ref = message.ref;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PullImageProgress>): PullImageProgress {
+    return PullImageProgress.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PullImageProgress>): PullImageProgress {
+    const message = createBasePullImageProgress();
+    message.phase = object.phase ?? "";
+    message.digest = object.digest ?? "";
+    message.blobs = object.blobs ?? 0;
+    message.alreadyPresent = object.alreadyPresent ?? false;
+    message.ref = object.ref ?? "";
+    return message;
+  },
+};
+
+function createBasePullImageResult(): PullImageResult {
+  return { imageId: "", ref: "", digest: "" };
+}
+
+export const PullImageResult: MessageFns<PullImageResult> = {
+  encode(message: PullImageResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.imageId !== "") {
+      writer.uint32(10).string(message.imageId);
+    }
+    if (message.ref !== "") {
+      writer.uint32(18).string(message.ref);
+    }
+    if (message.digest !== "") {
+      writer.uint32(26).string(message.digest);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PullImageResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePullImageResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.imageId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ref = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.digest = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PullImageResult {
+    return {
+      imageId: isSet(object.imageId)
+        ? globalThis.String(object.imageId)
+        : isSet(object.image_id)
+        ? globalThis.String(object.image_id)
+        : "",
+      ref: isSet(object.ref) ? globalThis.String(object.ref) : "",
+      digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
+    };
+  },
+
+  toJSON(message: PullImageResult): unknown {
+    const obj: any = {};
+    if (message.imageId !== "") {
+      obj.imageId = message.imageId;
+    }
+    if (message.ref !== "") {
+      obj.ref = message.ref;
+    }
+    if (message.digest !== "") {
+      obj.digest = message.digest;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PullImageResult>): PullImageResult {
+    return PullImageResult.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PullImageResult>): PullImageResult {
+    const message = createBasePullImageResult();
+    message.imageId = object.imageId ?? "";
+    message.ref = object.ref ?? "";
+    message.digest = object.digest ?? "";
+    return message;
+  },
+};
+
+function createBasePullImageResponse(): PullImageResponse {
+  return { kind: undefined };
+}
+
+export const PullImageResponse: MessageFns<PullImageResponse> = {
+  encode(message: PullImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "progress":
+        PullImageProgress.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "result":
+        PullImageResult.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PullImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePullImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "progress", value: PullImageProgress.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "result", value: PullImageResult.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PullImageResponse {
+    return {
+      kind: isSet(object.progress)
+        ? { $case: "progress", value: PullImageProgress.fromJSON(object.progress) }
+        : isSet(object.result)
+        ? { $case: "result", value: PullImageResult.fromJSON(object.result) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: PullImageResponse): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "progress") {
+      obj.progress = PullImageProgress.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "result") {
+      obj.result = PullImageResult.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PullImageResponse>): PullImageResponse {
+    return PullImageResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PullImageResponse>): PullImageResponse {
+    const message = createBasePullImageResponse();
+    switch (object.kind?.$case) {
+      case "progress": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "progress", value: PullImageProgress.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "result": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "result", value: PullImageResult.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
 /** Served by each node agent to the control plane. */
 export type NodeAgentServiceService = typeof NodeAgentServiceService;
 export const NodeAgentServiceService = {
@@ -6147,6 +7821,55 @@ export const NodeAgentServiceService = {
     responseSerialize: (value: ListWorkloadsResponse): Buffer =>
       Buffer.from(ListWorkloadsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListWorkloadsResponse => ListWorkloadsResponse.decode(value),
+  },
+  /**
+   * Runtime objects carrying a Corral workload id that this agent has no
+   * record of (podman containers labelled corral.workload-id, process task
+   * directories): the reconciler's orphan candidates.
+   */
+  listUnmanagedRuntimes: {
+    path: "/corral.agent.v1.NodeAgentService/ListUnmanagedRuntimes" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListUnmanagedRuntimesRequest): Buffer =>
+      Buffer.from(ListUnmanagedRuntimesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListUnmanagedRuntimesRequest => ListUnmanagedRuntimesRequest.decode(value),
+    responseSerialize: (value: ListUnmanagedRuntimesResponse): Buffer =>
+      Buffer.from(ListUnmanagedRuntimesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListUnmanagedRuntimesResponse => ListUnmanagedRuntimesResponse.decode(value),
+  },
+  /**
+   * Kills and removes the runtime objects labelled with an id this agent has
+   * no record of (a known workload is left to DestroyWorkload). Idempotent.
+   */
+  destroyUnmanagedRuntime: {
+    path: "/corral.agent.v1.NodeAgentService/DestroyUnmanagedRuntime" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DestroyUnmanagedRuntimeRequest): Buffer =>
+      Buffer.from(DestroyUnmanagedRuntimeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DestroyUnmanagedRuntimeRequest => DestroyUnmanagedRuntimeRequest.decode(value),
+    responseSerialize: (value: DestroyUnmanagedRuntimeResponse): Buffer =>
+      Buffer.from(DestroyUnmanagedRuntimeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DestroyUnmanagedRuntimeResponse =>
+      DestroyUnmanagedRuntimeResponse.decode(value),
+  },
+  /**
+   * The reconciler's restart: a known workload that has ended (stopped or
+   * failed) has its leftover runtime removed and is launched again from its
+   * recorded spec under the same id, its seq continuing. Any other state is
+   * returned unchanged (idempotent); NOT_FOUND for an unknown id.
+   */
+  restartWorkload: {
+    path: "/corral.agent.v1.NodeAgentService/RestartWorkload" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RestartWorkloadRequest): Buffer =>
+      Buffer.from(RestartWorkloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RestartWorkloadRequest => RestartWorkloadRequest.decode(value),
+    responseSerialize: (value: RestartWorkloadResponse): Buffer =>
+      Buffer.from(RestartWorkloadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RestartWorkloadResponse => RestartWorkloadResponse.decode(value),
   },
   readLogs: {
     path: "/corral.agent.v1.NodeAgentService/ReadLogs" as const,
@@ -6291,6 +8014,36 @@ export const NodeAgentServiceService = {
     responseDeserialize: (value: Buffer): RestoreWorkloadResponse => RestoreWorkloadResponse.decode(value),
   },
   /**
+   * The memory snapshots of a workload held on this host, oldest first, read
+   * from disk (they outlive agent restarts; teardown removes them). A workload
+   * without any (or unknown here) answers an empty list.
+   */
+  listSnapshots: {
+    path: "/corral.agent.v1.NodeAgentService/ListSnapshots" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListSnapshotsRequest): Buffer => Buffer.from(ListSnapshotsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListSnapshotsRequest => ListSnapshotsRequest.decode(value),
+    responseSerialize: (value: ListSnapshotsResponse): Buffer =>
+      Buffer.from(ListSnapshotsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListSnapshotsResponse => ListSnapshotsResponse.decode(value),
+  },
+  /**
+   * Removes one snapshot. Idempotent: an absent one answers OK (deleted =
+   * false). FAILED_PRECONDITION while it is being taken or a restore reads it.
+   */
+  deleteSnapshot: {
+    path: "/corral.agent.v1.NodeAgentService/DeleteSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteSnapshotRequest): Buffer =>
+      Buffer.from(DeleteSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteSnapshotRequest => DeleteSnapshotRequest.decode(value),
+    responseSerialize: (value: DeleteSnapshotResponse): Buffer =>
+      Buffer.from(DeleteSnapshotResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteSnapshotResponse => DeleteSnapshotResponse.decode(value),
+  },
+  /**
    * Tears a finished workload down: its runtime objects (container, VM or
    * process directory), volume, host ports, logs, snapshots and finally its
    * record, after publishing RETIRED. FAILED_PRECONDITION while it is live
@@ -6337,6 +8090,24 @@ export const NodeAgentServiceService = {
     responseSerialize: (value: ListImagesResponse): Buffer => Buffer.from(ListImagesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListImagesResponse => ListImagesResponse.decode(value),
   },
+  /**
+   * Pulls an image from a registry into a driver's image store (podman
+   * pull): progress messages as podman reports them, then the result.
+   * INVALID_ARGUMENT `ref` for a malformed reference or a registry outside
+   * the agent's allow-list; NOT_FOUND when the registry has no such image;
+   * PERMISSION_DENIED when it refuses the credentials; UNAVAILABLE when it
+   * cannot be reached. Credentials reach podman in a private auth file only.
+   * Cancelling the call kills the pull.
+   */
+  pullImage: {
+    path: "/corral.agent.v1.NodeAgentService/PullImage" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: PullImageRequest): Buffer => Buffer.from(PullImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PullImageRequest => PullImageRequest.decode(value),
+    responseSerialize: (value: PullImageResponse): Buffer => Buffer.from(PullImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PullImageResponse => PullImageResponse.decode(value),
+  },
 } as const;
 
 export interface NodeAgentServiceServer extends UntypedServiceImplementation {
@@ -6344,6 +8115,24 @@ export interface NodeAgentServiceServer extends UntypedServiceImplementation {
   stopWorkload: handleUnaryCall<StopWorkloadRequest, StopWorkloadResponse>;
   inspectWorkload: handleUnaryCall<InspectWorkloadRequest, InspectWorkloadResponse>;
   listWorkloads: handleUnaryCall<ListWorkloadsRequest, ListWorkloadsResponse>;
+  /**
+   * Runtime objects carrying a Corral workload id that this agent has no
+   * record of (podman containers labelled corral.workload-id, process task
+   * directories): the reconciler's orphan candidates.
+   */
+  listUnmanagedRuntimes: handleUnaryCall<ListUnmanagedRuntimesRequest, ListUnmanagedRuntimesResponse>;
+  /**
+   * Kills and removes the runtime objects labelled with an id this agent has
+   * no record of (a known workload is left to DestroyWorkload). Idempotent.
+   */
+  destroyUnmanagedRuntime: handleUnaryCall<DestroyUnmanagedRuntimeRequest, DestroyUnmanagedRuntimeResponse>;
+  /**
+   * The reconciler's restart: a known workload that has ended (stopped or
+   * failed) has its leftover runtime removed and is launched again from its
+   * recorded spec under the same id, its seq continuing. Any other state is
+   * returned unchanged (idempotent); NOT_FOUND for an unknown id.
+   */
+  restartWorkload: handleUnaryCall<RestartWorkloadRequest, RestartWorkloadResponse>;
   readLogs: handleUnaryCall<ReadLogsRequest, ReadLogsResponse>;
   /**
    * The last tail_bytes of a workload's output, then (follow) new output as it
@@ -6391,6 +8180,17 @@ export interface NodeAgentServiceServer extends UntypedServiceImplementation {
    */
   restoreWorkload: handleUnaryCall<RestoreWorkloadRequest, RestoreWorkloadResponse>;
   /**
+   * The memory snapshots of a workload held on this host, oldest first, read
+   * from disk (they outlive agent restarts; teardown removes them). A workload
+   * without any (or unknown here) answers an empty list.
+   */
+  listSnapshots: handleUnaryCall<ListSnapshotsRequest, ListSnapshotsResponse>;
+  /**
+   * Removes one snapshot. Idempotent: an absent one answers OK (deleted =
+   * false). FAILED_PRECONDITION while it is being taken or a restore reads it.
+   */
+  deleteSnapshot: handleUnaryCall<DeleteSnapshotRequest, DeleteSnapshotResponse>;
+  /**
    * Tears a finished workload down: its runtime objects (container, VM or
    * process directory), volume, host ports, logs, snapshots and finally its
    * record, after publishing RETIRED. FAILED_PRECONDITION while it is live
@@ -6411,6 +8211,16 @@ export interface NodeAgentServiceServer extends UntypedServiceImplementation {
   importImage: handleBidiStreamingCall<ImportImageRequest, ImportImageResponse>;
   /** The images of a driver's store (podman images). */
   listImages: handleUnaryCall<ListImagesRequest, ListImagesResponse>;
+  /**
+   * Pulls an image from a registry into a driver's image store (podman
+   * pull): progress messages as podman reports them, then the result.
+   * INVALID_ARGUMENT `ref` for a malformed reference or a registry outside
+   * the agent's allow-list; NOT_FOUND when the registry has no such image;
+   * PERMISSION_DENIED when it refuses the credentials; UNAVAILABLE when it
+   * cannot be reached. Credentials reach podman in a private auth file only.
+   * Cancelling the call kills the pull.
+   */
+  pullImage: handleServerStreamingCall<PullImageRequest, PullImageResponse>;
 }
 
 export interface NodeAgentServiceClient extends Client {
@@ -6473,6 +8283,66 @@ export interface NodeAgentServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListWorkloadsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Runtime objects carrying a Corral workload id that this agent has no
+   * record of (podman containers labelled corral.workload-id, process task
+   * directories): the reconciler's orphan candidates.
+   */
+  listUnmanagedRuntimes(
+    request: ListUnmanagedRuntimesRequest,
+    callback: (error: ServiceError | null, response: ListUnmanagedRuntimesResponse) => void,
+  ): ClientUnaryCall;
+  listUnmanagedRuntimes(
+    request: ListUnmanagedRuntimesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListUnmanagedRuntimesResponse) => void,
+  ): ClientUnaryCall;
+  listUnmanagedRuntimes(
+    request: ListUnmanagedRuntimesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListUnmanagedRuntimesResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Kills and removes the runtime objects labelled with an id this agent has
+   * no record of (a known workload is left to DestroyWorkload). Idempotent.
+   */
+  destroyUnmanagedRuntime(
+    request: DestroyUnmanagedRuntimeRequest,
+    callback: (error: ServiceError | null, response: DestroyUnmanagedRuntimeResponse) => void,
+  ): ClientUnaryCall;
+  destroyUnmanagedRuntime(
+    request: DestroyUnmanagedRuntimeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DestroyUnmanagedRuntimeResponse) => void,
+  ): ClientUnaryCall;
+  destroyUnmanagedRuntime(
+    request: DestroyUnmanagedRuntimeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DestroyUnmanagedRuntimeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The reconciler's restart: a known workload that has ended (stopped or
+   * failed) has its leftover runtime removed and is launched again from its
+   * recorded spec under the same id, its seq continuing. Any other state is
+   * returned unchanged (idempotent); NOT_FOUND for an unknown id.
+   */
+  restartWorkload(
+    request: RestartWorkloadRequest,
+    callback: (error: ServiceError | null, response: RestartWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  restartWorkload(
+    request: RestartWorkloadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RestartWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  restartWorkload(
+    request: RestartWorkloadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RestartWorkloadResponse) => void,
   ): ClientUnaryCall;
   readLogs(
     request: ReadLogsRequest,
@@ -6640,6 +8510,45 @@ export interface NodeAgentServiceClient extends Client {
     callback: (error: ServiceError | null, response: RestoreWorkloadResponse) => void,
   ): ClientUnaryCall;
   /**
+   * The memory snapshots of a workload held on this host, oldest first, read
+   * from disk (they outlive agent restarts; teardown removes them). A workload
+   * without any (or unknown here) answers an empty list.
+   */
+  listSnapshots(
+    request: ListSnapshotsRequest,
+    callback: (error: ServiceError | null, response: ListSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  listSnapshots(
+    request: ListSnapshotsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  listSnapshots(
+    request: ListSnapshotsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Removes one snapshot. Idempotent: an absent one answers OK (deleted =
+   * false). FAILED_PRECONDITION while it is being taken or a restore reads it.
+   */
+  deleteSnapshot(
+    request: DeleteSnapshotRequest,
+    callback: (error: ServiceError | null, response: DeleteSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  deleteSnapshot(
+    request: DeleteSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  deleteSnapshot(
+    request: DeleteSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  /**
    * Tears a finished workload down: its runtime objects (container, VM or
    * process directory), volume, host ports, logs, snapshots and finally its
    * record, after publishing RETIRED. FAILED_PRECONDITION while it is live
@@ -6693,6 +8602,21 @@ export interface NodeAgentServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListImagesResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Pulls an image from a registry into a driver's image store (podman
+   * pull): progress messages as podman reports them, then the result.
+   * INVALID_ARGUMENT `ref` for a malformed reference or a registry outside
+   * the agent's allow-list; NOT_FOUND when the registry has no such image;
+   * PERMISSION_DENIED when it refuses the credentials; UNAVAILABLE when it
+   * cannot be reached. Credentials reach podman in a private auth file only.
+   * Cancelling the call kills the pull.
+   */
+  pullImage(request: PullImageRequest, options?: Partial<CallOptions>): ClientReadableStream<PullImageResponse>;
+  pullImage(
+    request: PullImageRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<PullImageResponse>;
 }
 
 export const NodeAgentServiceClient = makeGenericClientConstructor(

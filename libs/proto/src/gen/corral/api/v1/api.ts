@@ -32,6 +32,10 @@ import {
   ImageSummary,
   ImportImageProgress,
   ImportImageResult,
+  PullImageProgress,
+  PullImageResult,
+  RegistryCredentials,
+  SnapshotInfo,
   SnapshotProgress,
   SnapshotResult,
   TerminalSize,
@@ -40,8 +44,19 @@ import {
   GetFleetHealthResponse as GetFleetHealthResponse1,
   Host,
   RegistrationToken,
+  RegistrationTokenScope,
 } from "../../hostregistry/v1/host_registry";
-import { Route, VmSpec, Workload, WorkloadResources } from "../../scheduler/v1/scheduler";
+import {
+  PurgedComponent,
+  Route,
+  Service,
+  ServiceDeployment,
+  ServicePlan,
+  VmSpec,
+  Workload,
+  WorkloadMigration,
+  WorkloadResources,
+} from "../../scheduler/v1/scheduler";
 
 export const protobufPackage = "corral.api.v1";
 
@@ -59,6 +74,11 @@ export interface WhoAmIResponse {
 export interface CreateRegistrationTokenRequest {
   ttlSeconds: number;
   description: string;
+  /**
+   * Limits which hosts may register with the token (host name glob, labels);
+   * unset means any host.
+   */
+  scope: RegistrationTokenScope | undefined;
 }
 
 export interface CreateRegistrationTokenResponse {
@@ -259,12 +279,41 @@ export interface RestoreWorkloadResponse {
   workload: Workload | undefined;
 }
 
-export interface DrainHostRequest {
+export interface ListWorkloadSnapshotsRequest {
   id: string;
 }
 
+export interface ListWorkloadSnapshotsResponse {
+  snapshots: SnapshotInfo[];
+}
+
+export interface DeleteWorkloadSnapshotRequest {
+  id: string;
+  snapshotId: string;
+}
+
+export interface DeleteWorkloadSnapshotResponse {
+  /** False when there was nothing to delete. */
+  deleted: boolean;
+}
+
+export interface DrainHostRequest {
+  id: string;
+  /**
+   * Also move the host's live workloads to other hosts (replacement running
+   * first, then the original retired), answering with each outcome.
+   */
+  migrate: boolean;
+  /** With migrate: workloads moved at once; 0 means 1. */
+  maxParallel: number;
+}
+
 export interface DrainHostResponse {
-  host: Host | undefined;
+  host:
+    | Host
+    | undefined;
+  /** With migrate: one per workload that was live on the host. */
+  migrations: WorkloadMigration[];
 }
 
 export interface UndrainHostRequest {
@@ -344,6 +393,133 @@ export interface ListHostImagesRequest {
 
 export interface ListHostImagesResponse {
   images: ImageSummary[];
+}
+
+export interface PlanServiceRequest {
+  /** The service definition file's text (TOML). */
+  definitionToml: string;
+}
+
+export interface PlanServiceResponse {
+  plan: ServicePlan | undefined;
+}
+
+export interface DeployServiceRequest {
+  definitionToml: string;
+  /** Answer only once the rollout has ended. */
+  wait: boolean;
+}
+
+export interface DeployServiceResponse {
+  service: Service | undefined;
+  deployment: ServiceDeployment | undefined;
+  plan: ServicePlan | undefined;
+}
+
+export interface GetServiceRequest {
+  name: string;
+}
+
+export interface GetServiceResponse {
+  service: Service | undefined;
+}
+
+export interface ListServicesRequest {
+}
+
+export interface ListServicesResponse {
+  services: Service[];
+}
+
+export interface StopServiceRequest {
+  name: string;
+}
+
+export interface StopServiceResponse {
+  service: Service | undefined;
+}
+
+export interface UndeployServiceRequest {
+  name: string;
+}
+
+export interface UndeployServiceResponse {
+  service: Service | undefined;
+}
+
+export interface PurgeComponentsRequest {
+  name: string;
+  dryRun: boolean;
+}
+
+export interface PurgeComponentsResponse {
+  dryRun: boolean;
+  purged: PurgedComponent[];
+  refused: PurgedComponent[];
+  serviceDeleted: boolean;
+}
+
+export interface AuditEvent {
+  /** Orders the trail; pass the last one seen as after_id to continue. */
+  id: number;
+  at:
+    | Date
+    | undefined;
+  /** e.g. "reconciler/<replica>". */
+  actor: string;
+  /** "drift", "action", ... */
+  kind: string;
+  /** e.g. "mark-missing", "restart", "reap-orphan". */
+  action: string;
+  /** "observed", "succeeded", "failed", "skipped". */
+  outcome: string;
+  /** "workload" or "host". */
+  subjectType: string;
+  subjectId: string;
+  teamId: string;
+  reason: string;
+  /** JSON object with details. */
+  dataJson: string;
+}
+
+export interface ListEventsRequest {
+  /** Only events after this id (0: from the start, or from `since`). */
+  afterId: number;
+  /** Only events at or after this time. */
+  since:
+    | Date
+    | undefined;
+  /** Only events about this workload or host id. */
+  subjectId: string;
+  /** Only events of this kind ("drift", "action", ...). */
+  kind: string;
+  /** At most this many (ListEvents; default 100, at most 1000). */
+  limit: number;
+}
+
+export interface ListEventsResponse {
+  events: AuditEvent[];
+}
+
+export interface StreamEventsRequest {
+  /** Same filters as ListEventsRequest (limit applies to the backlog only). */
+  filter: ListEventsRequest | undefined;
+}
+
+export interface StreamEventsResponse {
+  event: AuditEvent | undefined;
+}
+
+export interface PullHostImageRequest {
+  hostId: string;
+  /** e.g. docker.io/library/busybox:1.36 (no registry: docker.io; no tag: latest). */
+  ref: string;
+  /** Optional registry login for this pull; never stored or returned. */
+  credentials: RegistryCredentials | undefined;
+}
+
+export interface PullHostImageResponse {
+  kind: { $case: "progress"; value: PullImageProgress } | { $case: "result"; value: PullImageResult } | undefined;
 }
 
 function createBaseWhoAmIRequest(): WhoAmIRequest {
@@ -508,7 +684,7 @@ export const WhoAmIResponse: MessageFns<WhoAmIResponse> = {
 };
 
 function createBaseCreateRegistrationTokenRequest(): CreateRegistrationTokenRequest {
-  return { ttlSeconds: 0, description: "" };
+  return { ttlSeconds: 0, description: "", scope: undefined };
 }
 
 export const CreateRegistrationTokenRequest: MessageFns<CreateRegistrationTokenRequest> = {
@@ -518,6 +694,9 @@ export const CreateRegistrationTokenRequest: MessageFns<CreateRegistrationTokenR
     }
     if (message.description !== "") {
       writer.uint32(18).string(message.description);
+    }
+    if (message.scope !== undefined) {
+      RegistrationTokenScope.encode(message.scope, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -551,6 +730,14 @@ export const CreateRegistrationTokenRequest: MessageFns<CreateRegistrationTokenR
             message.description = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.scope = RegistrationTokenScope.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -571,6 +758,7 @@ export const CreateRegistrationTokenRequest: MessageFns<CreateRegistrationTokenR
         ? globalThis.Number(object.ttl_seconds)
         : 0,
       description: isSet(object.description) ? globalThis.String(object.description) : "",
+      scope: isSet(object.scope) ? RegistrationTokenScope.fromJSON(object.scope) : undefined,
     };
   },
 
@@ -582,6 +770,9 @@ export const CreateRegistrationTokenRequest: MessageFns<CreateRegistrationTokenR
     if (message.description !== "") {
       obj.description = message.description;
     }
+    if (message.scope !== undefined) {
+      obj.scope = RegistrationTokenScope.toJSON(message.scope);
+    }
     return obj;
   },
 
@@ -592,6 +783,9 @@ export const CreateRegistrationTokenRequest: MessageFns<CreateRegistrationTokenR
     const message = createBaseCreateRegistrationTokenRequest();
     message.ttlSeconds = object.ttlSeconds ?? 0;
     message.description = object.description ?? "";
+    message.scope = (object.scope !== undefined && object.scope !== null)
+      ? RegistrationTokenScope.fromPartial(object.scope)
+      : undefined;
     return message;
   },
 };
@@ -3870,14 +4064,314 @@ export const RestoreWorkloadResponse: MessageFns<RestoreWorkloadResponse> = {
   },
 };
 
-function createBaseDrainHostRequest(): DrainHostRequest {
+function createBaseListWorkloadSnapshotsRequest(): ListWorkloadSnapshotsRequest {
   return { id: "" };
+}
+
+export const ListWorkloadSnapshotsRequest: MessageFns<ListWorkloadSnapshotsRequest> = {
+  encode(message: ListWorkloadSnapshotsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWorkloadSnapshotsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWorkloadSnapshotsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWorkloadSnapshotsRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: ListWorkloadSnapshotsRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListWorkloadSnapshotsRequest>): ListWorkloadSnapshotsRequest {
+    return ListWorkloadSnapshotsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListWorkloadSnapshotsRequest>): ListWorkloadSnapshotsRequest {
+    const message = createBaseListWorkloadSnapshotsRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseListWorkloadSnapshotsResponse(): ListWorkloadSnapshotsResponse {
+  return { snapshots: [] };
+}
+
+export const ListWorkloadSnapshotsResponse: MessageFns<ListWorkloadSnapshotsResponse> = {
+  encode(message: ListWorkloadSnapshotsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.snapshots) {
+      SnapshotInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWorkloadSnapshotsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWorkloadSnapshotsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshots.push(SnapshotInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWorkloadSnapshotsResponse {
+    return {
+      snapshots: globalThis.Array.isArray(object?.snapshots)
+        ? object.snapshots.map((e: any) => SnapshotInfo.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListWorkloadSnapshotsResponse): unknown {
+    const obj: any = {};
+    if (message.snapshots?.length) {
+      obj.snapshots = message.snapshots.map((e) => SnapshotInfo.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListWorkloadSnapshotsResponse>): ListWorkloadSnapshotsResponse {
+    return ListWorkloadSnapshotsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListWorkloadSnapshotsResponse>): ListWorkloadSnapshotsResponse {
+    const message = createBaseListWorkloadSnapshotsResponse();
+    message.snapshots = object.snapshots?.map((e) => SnapshotInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDeleteWorkloadSnapshotRequest(): DeleteWorkloadSnapshotRequest {
+  return { id: "", snapshotId: "" };
+}
+
+export const DeleteWorkloadSnapshotRequest: MessageFns<DeleteWorkloadSnapshotRequest> = {
+  encode(message: DeleteWorkloadSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.snapshotId !== "") {
+      writer.uint32(18).string(message.snapshotId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteWorkloadSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteWorkloadSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteWorkloadSnapshotRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      snapshotId: isSet(object.snapshotId)
+        ? globalThis.String(object.snapshotId)
+        : isSet(object.snapshot_id)
+        ? globalThis.String(object.snapshot_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteWorkloadSnapshotRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.snapshotId !== "") {
+      obj.snapshotId = message.snapshotId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteWorkloadSnapshotRequest>): DeleteWorkloadSnapshotRequest {
+    return DeleteWorkloadSnapshotRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteWorkloadSnapshotRequest>): DeleteWorkloadSnapshotRequest {
+    const message = createBaseDeleteWorkloadSnapshotRequest();
+    message.id = object.id ?? "";
+    message.snapshotId = object.snapshotId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteWorkloadSnapshotResponse(): DeleteWorkloadSnapshotResponse {
+  return { deleted: false };
+}
+
+export const DeleteWorkloadSnapshotResponse: MessageFns<DeleteWorkloadSnapshotResponse> = {
+  encode(message: DeleteWorkloadSnapshotResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deleted !== false) {
+      writer.uint32(8).bool(message.deleted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteWorkloadSnapshotResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteWorkloadSnapshotResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.deleted = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteWorkloadSnapshotResponse {
+    return { deleted: isSet(object.deleted) ? globalThis.Boolean(object.deleted) : false };
+  },
+
+  toJSON(message: DeleteWorkloadSnapshotResponse): unknown {
+    const obj: any = {};
+    if (message.deleted !== false) {
+      obj.deleted = message.deleted;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteWorkloadSnapshotResponse>): DeleteWorkloadSnapshotResponse {
+    return DeleteWorkloadSnapshotResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteWorkloadSnapshotResponse>): DeleteWorkloadSnapshotResponse {
+    const message = createBaseDeleteWorkloadSnapshotResponse();
+    message.deleted = object.deleted ?? false;
+    return message;
+  },
+};
+
+function createBaseDrainHostRequest(): DrainHostRequest {
+  return { id: "", migrate: false, maxParallel: 0 };
 }
 
 export const DrainHostRequest: MessageFns<DrainHostRequest> = {
   encode(message: DrainHostRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.id !== "") {
       writer.uint32(10).string(message.id);
+    }
+    if (message.migrate !== false) {
+      writer.uint32(16).bool(message.migrate);
+    }
+    if (message.maxParallel !== 0) {
+      writer.uint32(24).uint32(message.maxParallel);
     }
     return writer;
   },
@@ -3903,6 +4397,22 @@ export const DrainHostRequest: MessageFns<DrainHostRequest> = {
             message.id = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.migrate = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxParallel = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3916,13 +4426,27 @@ export const DrainHostRequest: MessageFns<DrainHostRequest> = {
   },
 
   fromJSON(object: any): DrainHostRequest {
-    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      migrate: isSet(object.migrate) ? globalThis.Boolean(object.migrate) : false,
+      maxParallel: isSet(object.maxParallel)
+        ? globalThis.Number(object.maxParallel)
+        : isSet(object.max_parallel)
+        ? globalThis.Number(object.max_parallel)
+        : 0,
+    };
   },
 
   toJSON(message: DrainHostRequest): unknown {
     const obj: any = {};
     if (message.id !== "") {
       obj.id = message.id;
+    }
+    if (message.migrate !== false) {
+      obj.migrate = message.migrate;
+    }
+    if (message.maxParallel !== 0) {
+      obj.maxParallel = Math.round(message.maxParallel);
     }
     return obj;
   },
@@ -3933,18 +4457,23 @@ export const DrainHostRequest: MessageFns<DrainHostRequest> = {
   fromPartial(object: DeepPartial<DrainHostRequest>): DrainHostRequest {
     const message = createBaseDrainHostRequest();
     message.id = object.id ?? "";
+    message.migrate = object.migrate ?? false;
+    message.maxParallel = object.maxParallel ?? 0;
     return message;
   },
 };
 
 function createBaseDrainHostResponse(): DrainHostResponse {
-  return { host: undefined };
+  return { host: undefined, migrations: [] };
 }
 
 export const DrainHostResponse: MessageFns<DrainHostResponse> = {
   encode(message: DrainHostResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.host !== undefined) {
       Host.encode(message.host, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.migrations) {
+      WorkloadMigration.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -3970,6 +4499,14 @@ export const DrainHostResponse: MessageFns<DrainHostResponse> = {
             message.host = Host.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.migrations.push(WorkloadMigration.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3983,13 +4520,21 @@ export const DrainHostResponse: MessageFns<DrainHostResponse> = {
   },
 
   fromJSON(object: any): DrainHostResponse {
-    return { host: isSet(object.host) ? Host.fromJSON(object.host) : undefined };
+    return {
+      host: isSet(object.host) ? Host.fromJSON(object.host) : undefined,
+      migrations: globalThis.Array.isArray(object?.migrations)
+        ? object.migrations.map((e: any) => WorkloadMigration.fromJSON(e))
+        : [],
+    };
   },
 
   toJSON(message: DrainHostResponse): unknown {
     const obj: any = {};
     if (message.host !== undefined) {
       obj.host = Host.toJSON(message.host);
+    }
+    if (message.migrations?.length) {
+      obj.migrations = message.migrations.map((e) => WorkloadMigration.toJSON(e));
     }
     return obj;
   },
@@ -4000,6 +4545,7 @@ export const DrainHostResponse: MessageFns<DrainHostResponse> = {
   fromPartial(object: DeepPartial<DrainHostResponse>): DrainHostResponse {
     const message = createBaseDrainHostResponse();
     message.host = (object.host !== undefined && object.host !== null) ? Host.fromPartial(object.host) : undefined;
+    message.migrations = object.migrations?.map((e) => WorkloadMigration.fromPartial(e)) || [];
     return message;
   },
 };
@@ -5242,6 +5788,1904 @@ export const ListHostImagesResponse: MessageFns<ListHostImagesResponse> = {
   },
 };
 
+function createBasePlanServiceRequest(): PlanServiceRequest {
+  return { definitionToml: "" };
+}
+
+export const PlanServiceRequest: MessageFns<PlanServiceRequest> = {
+  encode(message: PlanServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.definitionToml !== "") {
+      writer.uint32(10).string(message.definitionToml);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.definitionToml = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanServiceRequest {
+    return {
+      definitionToml: isSet(object.definitionToml)
+        ? globalThis.String(object.definitionToml)
+        : isSet(object.definition_toml)
+        ? globalThis.String(object.definition_toml)
+        : "",
+    };
+  },
+
+  toJSON(message: PlanServiceRequest): unknown {
+    const obj: any = {};
+    if (message.definitionToml !== "") {
+      obj.definitionToml = message.definitionToml;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlanServiceRequest>): PlanServiceRequest {
+    return PlanServiceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlanServiceRequest>): PlanServiceRequest {
+    const message = createBasePlanServiceRequest();
+    message.definitionToml = object.definitionToml ?? "";
+    return message;
+  },
+};
+
+function createBasePlanServiceResponse(): PlanServiceResponse {
+  return { plan: undefined };
+}
+
+export const PlanServiceResponse: MessageFns<PlanServiceResponse> = {
+  encode(message: PlanServiceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.plan !== undefined) {
+      ServicePlan.encode(message.plan, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanServiceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanServiceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plan = ServicePlan.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanServiceResponse {
+    return { plan: isSet(object.plan) ? ServicePlan.fromJSON(object.plan) : undefined };
+  },
+
+  toJSON(message: PlanServiceResponse): unknown {
+    const obj: any = {};
+    if (message.plan !== undefined) {
+      obj.plan = ServicePlan.toJSON(message.plan);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlanServiceResponse>): PlanServiceResponse {
+    return PlanServiceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlanServiceResponse>): PlanServiceResponse {
+    const message = createBasePlanServiceResponse();
+    message.plan = (object.plan !== undefined && object.plan !== null)
+      ? ServicePlan.fromPartial(object.plan)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeployServiceRequest(): DeployServiceRequest {
+  return { definitionToml: "", wait: false };
+}
+
+export const DeployServiceRequest: MessageFns<DeployServiceRequest> = {
+  encode(message: DeployServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.definitionToml !== "") {
+      writer.uint32(10).string(message.definitionToml);
+    }
+    if (message.wait !== false) {
+      writer.uint32(16).bool(message.wait);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeployServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeployServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.definitionToml = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.wait = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeployServiceRequest {
+    return {
+      definitionToml: isSet(object.definitionToml)
+        ? globalThis.String(object.definitionToml)
+        : isSet(object.definition_toml)
+        ? globalThis.String(object.definition_toml)
+        : "",
+      wait: isSet(object.wait) ? globalThis.Boolean(object.wait) : false,
+    };
+  },
+
+  toJSON(message: DeployServiceRequest): unknown {
+    const obj: any = {};
+    if (message.definitionToml !== "") {
+      obj.definitionToml = message.definitionToml;
+    }
+    if (message.wait !== false) {
+      obj.wait = message.wait;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeployServiceRequest>): DeployServiceRequest {
+    return DeployServiceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeployServiceRequest>): DeployServiceRequest {
+    const message = createBaseDeployServiceRequest();
+    message.definitionToml = object.definitionToml ?? "";
+    message.wait = object.wait ?? false;
+    return message;
+  },
+};
+
+function createBaseDeployServiceResponse(): DeployServiceResponse {
+  return { service: undefined, deployment: undefined, plan: undefined };
+}
+
+export const DeployServiceResponse: MessageFns<DeployServiceResponse> = {
+  encode(message: DeployServiceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== undefined) {
+      Service.encode(message.service, writer.uint32(10).fork()).join();
+    }
+    if (message.deployment !== undefined) {
+      ServiceDeployment.encode(message.deployment, writer.uint32(18).fork()).join();
+    }
+    if (message.plan !== undefined) {
+      ServicePlan.encode(message.plan, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeployServiceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeployServiceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = Service.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.deployment = ServiceDeployment.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.plan = ServicePlan.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeployServiceResponse {
+    return {
+      service: isSet(object.service) ? Service.fromJSON(object.service) : undefined,
+      deployment: isSet(object.deployment) ? ServiceDeployment.fromJSON(object.deployment) : undefined,
+      plan: isSet(object.plan) ? ServicePlan.fromJSON(object.plan) : undefined,
+    };
+  },
+
+  toJSON(message: DeployServiceResponse): unknown {
+    const obj: any = {};
+    if (message.service !== undefined) {
+      obj.service = Service.toJSON(message.service);
+    }
+    if (message.deployment !== undefined) {
+      obj.deployment = ServiceDeployment.toJSON(message.deployment);
+    }
+    if (message.plan !== undefined) {
+      obj.plan = ServicePlan.toJSON(message.plan);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeployServiceResponse>): DeployServiceResponse {
+    return DeployServiceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeployServiceResponse>): DeployServiceResponse {
+    const message = createBaseDeployServiceResponse();
+    message.service = (object.service !== undefined && object.service !== null)
+      ? Service.fromPartial(object.service)
+      : undefined;
+    message.deployment = (object.deployment !== undefined && object.deployment !== null)
+      ? ServiceDeployment.fromPartial(object.deployment)
+      : undefined;
+    message.plan = (object.plan !== undefined && object.plan !== null)
+      ? ServicePlan.fromPartial(object.plan)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetServiceRequest(): GetServiceRequest {
+  return { name: "" };
+}
+
+export const GetServiceRequest: MessageFns<GetServiceRequest> = {
+  encode(message: GetServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetServiceRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: GetServiceRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetServiceRequest>): GetServiceRequest {
+    return GetServiceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetServiceRequest>): GetServiceRequest {
+    const message = createBaseGetServiceRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseGetServiceResponse(): GetServiceResponse {
+  return { service: undefined };
+}
+
+export const GetServiceResponse: MessageFns<GetServiceResponse> = {
+  encode(message: GetServiceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== undefined) {
+      Service.encode(message.service, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetServiceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetServiceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = Service.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetServiceResponse {
+    return { service: isSet(object.service) ? Service.fromJSON(object.service) : undefined };
+  },
+
+  toJSON(message: GetServiceResponse): unknown {
+    const obj: any = {};
+    if (message.service !== undefined) {
+      obj.service = Service.toJSON(message.service);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetServiceResponse>): GetServiceResponse {
+    return GetServiceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetServiceResponse>): GetServiceResponse {
+    const message = createBaseGetServiceResponse();
+    message.service = (object.service !== undefined && object.service !== null)
+      ? Service.fromPartial(object.service)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListServicesRequest(): ListServicesRequest {
+  return {};
+}
+
+export const ListServicesRequest: MessageFns<ListServicesRequest> = {
+  encode(_: ListServicesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListServicesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListServicesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListServicesRequest {
+    return {};
+  },
+
+  toJSON(_: ListServicesRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListServicesRequest>): ListServicesRequest {
+    return ListServicesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ListServicesRequest>): ListServicesRequest {
+    const message = createBaseListServicesRequest();
+    return message;
+  },
+};
+
+function createBaseListServicesResponse(): ListServicesResponse {
+  return { services: [] };
+}
+
+export const ListServicesResponse: MessageFns<ListServicesResponse> = {
+  encode(message: ListServicesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.services) {
+      Service.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListServicesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListServicesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.services.push(Service.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListServicesResponse {
+    return {
+      services: globalThis.Array.isArray(object?.services) ? object.services.map((e: any) => Service.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListServicesResponse): unknown {
+    const obj: any = {};
+    if (message.services?.length) {
+      obj.services = message.services.map((e) => Service.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListServicesResponse>): ListServicesResponse {
+    return ListServicesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListServicesResponse>): ListServicesResponse {
+    const message = createBaseListServicesResponse();
+    message.services = object.services?.map((e) => Service.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseStopServiceRequest(): StopServiceRequest {
+  return { name: "" };
+}
+
+export const StopServiceRequest: MessageFns<StopServiceRequest> = {
+  encode(message: StopServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StopServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStopServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StopServiceRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: StopServiceRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<StopServiceRequest>): StopServiceRequest {
+    return StopServiceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StopServiceRequest>): StopServiceRequest {
+    const message = createBaseStopServiceRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseStopServiceResponse(): StopServiceResponse {
+  return { service: undefined };
+}
+
+export const StopServiceResponse: MessageFns<StopServiceResponse> = {
+  encode(message: StopServiceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== undefined) {
+      Service.encode(message.service, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StopServiceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStopServiceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = Service.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StopServiceResponse {
+    return { service: isSet(object.service) ? Service.fromJSON(object.service) : undefined };
+  },
+
+  toJSON(message: StopServiceResponse): unknown {
+    const obj: any = {};
+    if (message.service !== undefined) {
+      obj.service = Service.toJSON(message.service);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<StopServiceResponse>): StopServiceResponse {
+    return StopServiceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StopServiceResponse>): StopServiceResponse {
+    const message = createBaseStopServiceResponse();
+    message.service = (object.service !== undefined && object.service !== null)
+      ? Service.fromPartial(object.service)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUndeployServiceRequest(): UndeployServiceRequest {
+  return { name: "" };
+}
+
+export const UndeployServiceRequest: MessageFns<UndeployServiceRequest> = {
+  encode(message: UndeployServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UndeployServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUndeployServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UndeployServiceRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: UndeployServiceRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UndeployServiceRequest>): UndeployServiceRequest {
+    return UndeployServiceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UndeployServiceRequest>): UndeployServiceRequest {
+    const message = createBaseUndeployServiceRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseUndeployServiceResponse(): UndeployServiceResponse {
+  return { service: undefined };
+}
+
+export const UndeployServiceResponse: MessageFns<UndeployServiceResponse> = {
+  encode(message: UndeployServiceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== undefined) {
+      Service.encode(message.service, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UndeployServiceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUndeployServiceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = Service.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UndeployServiceResponse {
+    return { service: isSet(object.service) ? Service.fromJSON(object.service) : undefined };
+  },
+
+  toJSON(message: UndeployServiceResponse): unknown {
+    const obj: any = {};
+    if (message.service !== undefined) {
+      obj.service = Service.toJSON(message.service);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UndeployServiceResponse>): UndeployServiceResponse {
+    return UndeployServiceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UndeployServiceResponse>): UndeployServiceResponse {
+    const message = createBaseUndeployServiceResponse();
+    message.service = (object.service !== undefined && object.service !== null)
+      ? Service.fromPartial(object.service)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePurgeComponentsRequest(): PurgeComponentsRequest {
+  return { name: "", dryRun: false };
+}
+
+export const PurgeComponentsRequest: MessageFns<PurgeComponentsRequest> = {
+  encode(message: PurgeComponentsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(16).bool(message.dryRun);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgeComponentsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgeComponentsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgeComponentsRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+    };
+  },
+
+  toJSON(message: PurgeComponentsRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PurgeComponentsRequest>): PurgeComponentsRequest {
+    return PurgeComponentsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PurgeComponentsRequest>): PurgeComponentsRequest {
+    const message = createBasePurgeComponentsRequest();
+    message.name = object.name ?? "";
+    message.dryRun = object.dryRun ?? false;
+    return message;
+  },
+};
+
+function createBasePurgeComponentsResponse(): PurgeComponentsResponse {
+  return { dryRun: false, purged: [], refused: [], serviceDeleted: false };
+}
+
+export const PurgeComponentsResponse: MessageFns<PurgeComponentsResponse> = {
+  encode(message: PurgeComponentsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dryRun !== false) {
+      writer.uint32(8).bool(message.dryRun);
+    }
+    for (const v of message.purged) {
+      PurgedComponent.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.refused) {
+      PurgedComponent.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.serviceDeleted !== false) {
+      writer.uint32(32).bool(message.serviceDeleted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgeComponentsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgeComponentsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.purged.push(PurgedComponent.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.refused.push(PurgedComponent.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.serviceDeleted = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgeComponentsResponse {
+    return {
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+      purged: globalThis.Array.isArray(object?.purged)
+        ? object.purged.map((e: any) => PurgedComponent.fromJSON(e))
+        : [],
+      refused: globalThis.Array.isArray(object?.refused)
+        ? object.refused.map((e: any) => PurgedComponent.fromJSON(e))
+        : [],
+      serviceDeleted: isSet(object.serviceDeleted)
+        ? globalThis.Boolean(object.serviceDeleted)
+        : isSet(object.service_deleted)
+        ? globalThis.Boolean(object.service_deleted)
+        : false,
+    };
+  },
+
+  toJSON(message: PurgeComponentsResponse): unknown {
+    const obj: any = {};
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    if (message.purged?.length) {
+      obj.purged = message.purged.map((e) => PurgedComponent.toJSON(e));
+    }
+    if (message.refused?.length) {
+      obj.refused = message.refused.map((e) => PurgedComponent.toJSON(e));
+    }
+    if (message.serviceDeleted !== false) {
+      obj.serviceDeleted = message.serviceDeleted;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PurgeComponentsResponse>): PurgeComponentsResponse {
+    return PurgeComponentsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PurgeComponentsResponse>): PurgeComponentsResponse {
+    const message = createBasePurgeComponentsResponse();
+    message.dryRun = object.dryRun ?? false;
+    message.purged = object.purged?.map((e) => PurgedComponent.fromPartial(e)) || [];
+    message.refused = object.refused?.map((e) => PurgedComponent.fromPartial(e)) || [];
+    message.serviceDeleted = object.serviceDeleted ?? false;
+    return message;
+  },
+};
+
+function createBaseAuditEvent(): AuditEvent {
+  return {
+    id: 0,
+    at: undefined,
+    actor: "",
+    kind: "",
+    action: "",
+    outcome: "",
+    subjectType: "",
+    subjectId: "",
+    teamId: "",
+    reason: "",
+    dataJson: "",
+  };
+}
+
+export const AuditEvent: MessageFns<AuditEvent> = {
+  encode(message: AuditEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.at !== undefined) {
+      Timestamp.encode(toTimestamp(message.at), writer.uint32(18).fork()).join();
+    }
+    if (message.actor !== "") {
+      writer.uint32(26).string(message.actor);
+    }
+    if (message.kind !== "") {
+      writer.uint32(34).string(message.kind);
+    }
+    if (message.action !== "") {
+      writer.uint32(42).string(message.action);
+    }
+    if (message.outcome !== "") {
+      writer.uint32(50).string(message.outcome);
+    }
+    if (message.subjectType !== "") {
+      writer.uint32(58).string(message.subjectType);
+    }
+    if (message.subjectId !== "") {
+      writer.uint32(66).string(message.subjectId);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(74).string(message.teamId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(82).string(message.reason);
+    }
+    if (message.dataJson !== "") {
+      writer.uint32(90).string(message.dataJson);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuditEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuditEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.at = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.action = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.outcome = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.subjectType = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.subjectId = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.dataJson = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AuditEvent {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      at: isSet(object.at) ? fromJsonTimestamp(object.at) : undefined,
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      action: isSet(object.action) ? globalThis.String(object.action) : "",
+      outcome: isSet(object.outcome) ? globalThis.String(object.outcome) : "",
+      subjectType: isSet(object.subjectType)
+        ? globalThis.String(object.subjectType)
+        : isSet(object.subject_type)
+        ? globalThis.String(object.subject_type)
+        : "",
+      subjectId: isSet(object.subjectId)
+        ? globalThis.String(object.subjectId)
+        : isSet(object.subject_id)
+        ? globalThis.String(object.subject_id)
+        : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      dataJson: isSet(object.dataJson)
+        ? globalThis.String(object.dataJson)
+        : isSet(object.data_json)
+        ? globalThis.String(object.data_json)
+        : "",
+    };
+  },
+
+  toJSON(message: AuditEvent): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.at !== undefined) {
+      obj.at = message.at.toISOString();
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.action !== "") {
+      obj.action = message.action;
+    }
+    if (message.outcome !== "") {
+      obj.outcome = message.outcome;
+    }
+    if (message.subjectType !== "") {
+      obj.subjectType = message.subjectType;
+    }
+    if (message.subjectId !== "") {
+      obj.subjectId = message.subjectId;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.dataJson !== "") {
+      obj.dataJson = message.dataJson;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AuditEvent>): AuditEvent {
+    return AuditEvent.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuditEvent>): AuditEvent {
+    const message = createBaseAuditEvent();
+    message.id = object.id ?? 0;
+    message.at = object.at ?? undefined;
+    message.actor = object.actor ?? "";
+    message.kind = object.kind ?? "";
+    message.action = object.action ?? "";
+    message.outcome = object.outcome ?? "";
+    message.subjectType = object.subjectType ?? "";
+    message.subjectId = object.subjectId ?? "";
+    message.teamId = object.teamId ?? "";
+    message.reason = object.reason ?? "";
+    message.dataJson = object.dataJson ?? "";
+    return message;
+  },
+};
+
+function createBaseListEventsRequest(): ListEventsRequest {
+  return { afterId: 0, since: undefined, subjectId: "", kind: "", limit: 0 };
+}
+
+export const ListEventsRequest: MessageFns<ListEventsRequest> = {
+  encode(message: ListEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.afterId !== 0) {
+      writer.uint32(8).uint64(message.afterId);
+    }
+    if (message.since !== undefined) {
+      Timestamp.encode(toTimestamp(message.since), writer.uint32(18).fork()).join();
+    }
+    if (message.subjectId !== "") {
+      writer.uint32(26).string(message.subjectId);
+    }
+    if (message.kind !== "") {
+      writer.uint32(34).string(message.kind);
+    }
+    if (message.limit !== 0) {
+      writer.uint32(40).uint32(message.limit);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.afterId = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.since = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.subjectId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListEventsRequest {
+    return {
+      afterId: isSet(object.afterId)
+        ? globalThis.Number(object.afterId)
+        : isSet(object.after_id)
+        ? globalThis.Number(object.after_id)
+        : 0,
+      since: isSet(object.since) ? fromJsonTimestamp(object.since) : undefined,
+      subjectId: isSet(object.subjectId)
+        ? globalThis.String(object.subjectId)
+        : isSet(object.subject_id)
+        ? globalThis.String(object.subject_id)
+        : "",
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+    };
+  },
+
+  toJSON(message: ListEventsRequest): unknown {
+    const obj: any = {};
+    if (message.afterId !== 0) {
+      obj.afterId = Math.round(message.afterId);
+    }
+    if (message.since !== undefined) {
+      obj.since = message.since.toISOString();
+    }
+    if (message.subjectId !== "") {
+      obj.subjectId = message.subjectId;
+    }
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListEventsRequest>): ListEventsRequest {
+    return ListEventsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListEventsRequest>): ListEventsRequest {
+    const message = createBaseListEventsRequest();
+    message.afterId = object.afterId ?? 0;
+    message.since = object.since ?? undefined;
+    message.subjectId = object.subjectId ?? "";
+    message.kind = object.kind ?? "";
+    message.limit = object.limit ?? 0;
+    return message;
+  },
+};
+
+function createBaseListEventsResponse(): ListEventsResponse {
+  return { events: [] };
+}
+
+export const ListEventsResponse: MessageFns<ListEventsResponse> = {
+  encode(message: ListEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      AuditEvent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(AuditEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListEventsResponse {
+    return {
+      events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => AuditEvent.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListEventsResponse): unknown {
+    const obj: any = {};
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => AuditEvent.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListEventsResponse>): ListEventsResponse {
+    return ListEventsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListEventsResponse>): ListEventsResponse {
+    const message = createBaseListEventsResponse();
+    message.events = object.events?.map((e) => AuditEvent.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseStreamEventsRequest(): StreamEventsRequest {
+  return { filter: undefined };
+}
+
+export const StreamEventsRequest: MessageFns<StreamEventsRequest> = {
+  encode(message: StreamEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.filter !== undefined) {
+      ListEventsRequest.encode(message.filter, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.filter = ListEventsRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamEventsRequest {
+    return { filter: isSet(object.filter) ? ListEventsRequest.fromJSON(object.filter) : undefined };
+  },
+
+  toJSON(message: StreamEventsRequest): unknown {
+    const obj: any = {};
+    if (message.filter !== undefined) {
+      obj.filter = ListEventsRequest.toJSON(message.filter);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<StreamEventsRequest>): StreamEventsRequest {
+    return StreamEventsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StreamEventsRequest>): StreamEventsRequest {
+    const message = createBaseStreamEventsRequest();
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? ListEventsRequest.fromPartial(object.filter)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseStreamEventsResponse(): StreamEventsResponse {
+  return { event: undefined };
+}
+
+export const StreamEventsResponse: MessageFns<StreamEventsResponse> = {
+  encode(message: StreamEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.event !== undefined) {
+      AuditEvent.encode(message.event, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.event = AuditEvent.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamEventsResponse {
+    return { event: isSet(object.event) ? AuditEvent.fromJSON(object.event) : undefined };
+  },
+
+  toJSON(message: StreamEventsResponse): unknown {
+    const obj: any = {};
+    if (message.event !== undefined) {
+      obj.event = AuditEvent.toJSON(message.event);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<StreamEventsResponse>): StreamEventsResponse {
+    return StreamEventsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StreamEventsResponse>): StreamEventsResponse {
+    const message = createBaseStreamEventsResponse();
+    message.event = (object.event !== undefined && object.event !== null)
+      ? AuditEvent.fromPartial(object.event)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePullHostImageRequest(): PullHostImageRequest {
+  return { hostId: "", ref: "", credentials: undefined };
+}
+
+export const PullHostImageRequest: MessageFns<PullHostImageRequest> = {
+  encode(message: PullHostImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.ref !== "") {
+      writer.uint32(18).string(message.ref);
+    }
+    if (message.credentials !== undefined) {
+      RegistryCredentials.encode(message.credentials, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PullHostImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePullHostImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ref = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.credentials = RegistryCredentials.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PullHostImageRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      ref: isSet(object.ref) ? globalThis.String(object.ref) : "",
+      credentials: isSet(object.credentials) ? RegistryCredentials.fromJSON(object.credentials) : undefined,
+    };
+  },
+
+  toJSON(message: PullHostImageRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.ref !== "") {
+      obj.ref = message.ref;
+    }
+    if (message.credentials !== undefined) {
+      obj.credentials = RegistryCredentials.toJSON(message.credentials);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PullHostImageRequest>): PullHostImageRequest {
+    return PullHostImageRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PullHostImageRequest>): PullHostImageRequest {
+    const message = createBasePullHostImageRequest();
+    message.hostId = object.hostId ?? "";
+    message.ref = object.ref ?? "";
+    message.credentials = (object.credentials !== undefined && object.credentials !== null)
+      ? RegistryCredentials.fromPartial(object.credentials)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePullHostImageResponse(): PullHostImageResponse {
+  return { kind: undefined };
+}
+
+export const PullHostImageResponse: MessageFns<PullHostImageResponse> = {
+  encode(message: PullHostImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "progress":
+        PullImageProgress.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "result":
+        PullImageResult.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PullHostImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePullHostImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "progress", value: PullImageProgress.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "result", value: PullImageResult.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PullHostImageResponse {
+    return {
+      kind: isSet(object.progress)
+        ? { $case: "progress", value: PullImageProgress.fromJSON(object.progress) }
+        : isSet(object.result)
+        ? { $case: "result", value: PullImageResult.fromJSON(object.result) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: PullHostImageResponse): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "progress") {
+      obj.progress = PullImageProgress.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "result") {
+      obj.result = PullImageResult.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PullHostImageResponse>): PullHostImageResponse {
+    return PullHostImageResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PullHostImageResponse>): PullHostImageResponse {
+    const message = createBasePullHostImageResponse();
+    switch (object.kind?.$case) {
+      case "progress": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "progress", value: PullImageProgress.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "result": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "result", value: PullImageResult.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
 /**
  * The public gRPC API served by api-gateway: the same operations as REST,
  * authenticated with "authorization: Bearer <api key>" metadata.
@@ -5444,10 +7888,40 @@ export const CorralServiceService = {
       Buffer.from(RestoreWorkloadResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RestoreWorkloadResponse => RestoreWorkloadResponse.decode(value),
   },
+  /** The memory snapshots of workload `id`, oldest first. */
+  listWorkloadSnapshots: {
+    path: "/corral.api.v1.CorralService/ListWorkloadSnapshots" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListWorkloadSnapshotsRequest): Buffer =>
+      Buffer.from(ListWorkloadSnapshotsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListWorkloadSnapshotsRequest => ListWorkloadSnapshotsRequest.decode(value),
+    responseSerialize: (value: ListWorkloadSnapshotsResponse): Buffer =>
+      Buffer.from(ListWorkloadSnapshotsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListWorkloadSnapshotsResponse => ListWorkloadSnapshotsResponse.decode(value),
+  },
+  /**
+   * Removes a snapshot. Idempotent: an absent one answers OK (deleted =
+   * false); FAILED_PRECONDITION while a restore from it is under way.
+   */
+  deleteWorkloadSnapshot: {
+    path: "/corral.api.v1.CorralService/DeleteWorkloadSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteWorkloadSnapshotRequest): Buffer =>
+      Buffer.from(DeleteWorkloadSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteWorkloadSnapshotRequest => DeleteWorkloadSnapshotRequest.decode(value),
+    responseSerialize: (value: DeleteWorkloadSnapshotResponse): Buffer =>
+      Buffer.from(DeleteWorkloadSnapshotResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteWorkloadSnapshotResponse =>
+      DeleteWorkloadSnapshotResponse.decode(value),
+  },
   /**
    * Fleet membership. Team keys manage their own team's hosts and tokens;
    * platform hosts are managed by admin keys only.
    * No new placements on the host; what runs there keeps running. Idempotent.
+   * With `migrate`, its live workloads are then moved to other hosts
+   * (scheduler MigrateHostWorkloads) and each outcome is answered.
    */
   drainHost: {
     path: "/corral.api.v1.CorralService/DrainHost" as const,
@@ -5548,6 +8022,121 @@ export const CorralServiceService = {
       Buffer.from(ListHostImagesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListHostImagesResponse => ListHostImagesResponse.decode(value),
   },
+  /**
+   * Pulls an image from a registry into host `host_id`'s podman store:
+   * progress, then the result. Same access rules as ImportHostImage.
+   */
+  pullHostImage: {
+    path: "/corral.api.v1.CorralService/PullHostImage" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: PullHostImageRequest): Buffer => Buffer.from(PullHostImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PullHostImageRequest => PullHostImageRequest.decode(value),
+    responseSerialize: (value: PullHostImageResponse): Buffer =>
+      Buffer.from(PullHostImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PullHostImageResponse => PullHostImageResponse.decode(value),
+  },
+  /**
+   * Service deploys from TOML definitions (see the scheduler's rpcs of the
+   * same names). The caller's team owns the service.
+   */
+  planService: {
+    path: "/corral.api.v1.CorralService/PlanService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PlanServiceRequest): Buffer => Buffer.from(PlanServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PlanServiceRequest => PlanServiceRequest.decode(value),
+    responseSerialize: (value: PlanServiceResponse): Buffer => Buffer.from(PlanServiceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PlanServiceResponse => PlanServiceResponse.decode(value),
+  },
+  deployService: {
+    path: "/corral.api.v1.CorralService/DeployService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeployServiceRequest): Buffer => Buffer.from(DeployServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeployServiceRequest => DeployServiceRequest.decode(value),
+    responseSerialize: (value: DeployServiceResponse): Buffer =>
+      Buffer.from(DeployServiceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeployServiceResponse => DeployServiceResponse.decode(value),
+  },
+  getService: {
+    path: "/corral.api.v1.CorralService/GetService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetServiceRequest): Buffer => Buffer.from(GetServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetServiceRequest => GetServiceRequest.decode(value),
+    responseSerialize: (value: GetServiceResponse): Buffer => Buffer.from(GetServiceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetServiceResponse => GetServiceResponse.decode(value),
+  },
+  listServices: {
+    path: "/corral.api.v1.CorralService/ListServices" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListServicesRequest): Buffer => Buffer.from(ListServicesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListServicesRequest => ListServicesRequest.decode(value),
+    responseSerialize: (value: ListServicesResponse): Buffer =>
+      Buffer.from(ListServicesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListServicesResponse => ListServicesResponse.decode(value),
+  },
+  stopService: {
+    path: "/corral.api.v1.CorralService/StopService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: StopServiceRequest): Buffer => Buffer.from(StopServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StopServiceRequest => StopServiceRequest.decode(value),
+    responseSerialize: (value: StopServiceResponse): Buffer => Buffer.from(StopServiceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): StopServiceResponse => StopServiceResponse.decode(value),
+  },
+  undeployService: {
+    path: "/corral.api.v1.CorralService/UndeployService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UndeployServiceRequest): Buffer =>
+      Buffer.from(UndeployServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UndeployServiceRequest => UndeployServiceRequest.decode(value),
+    responseSerialize: (value: UndeployServiceResponse): Buffer =>
+      Buffer.from(UndeployServiceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UndeployServiceResponse => UndeployServiceResponse.decode(value),
+  },
+  purgeComponents: {
+    path: "/corral.api.v1.CorralService/PurgeComponents" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PurgeComponentsRequest): Buffer =>
+      Buffer.from(PurgeComponentsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PurgeComponentsRequest => PurgeComponentsRequest.decode(value),
+    responseSerialize: (value: PurgeComponentsResponse): Buffer =>
+      Buffer.from(PurgeComponentsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PurgeComponentsResponse => PurgeComponentsResponse.decode(value),
+  },
+  /**
+   * The audit trail (drift seen and actions taken, with reasons), oldest
+   * first after `after_id`. An admin sees every event, a team only those
+   * about its own workloads and hosts.
+   */
+  listEvents: {
+    path: "/corral.api.v1.CorralService/ListEvents" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListEventsRequest): Buffer => Buffer.from(ListEventsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListEventsRequest => ListEventsRequest.decode(value),
+    responseSerialize: (value: ListEventsResponse): Buffer => Buffer.from(ListEventsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListEventsResponse => ListEventsResponse.decode(value),
+  },
+  /**
+   * The same, then every new event as it is recorded, until the caller
+   * cancels: no gaps or duplicates between the backlog and the live part.
+   */
+  streamEvents: {
+    path: "/corral.api.v1.CorralService/StreamEvents" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: StreamEventsRequest): Buffer => Buffer.from(StreamEventsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StreamEventsRequest => StreamEventsRequest.decode(value),
+    responseSerialize: (value: StreamEventsResponse): Buffer =>
+      Buffer.from(StreamEventsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): StreamEventsResponse => StreamEventsResponse.decode(value),
+  },
 } as const;
 
 export interface CorralServiceServer extends UntypedServiceImplementation {
@@ -5577,10 +8166,19 @@ export interface CorralServiceServer extends UntypedServiceImplementation {
   snapshotWorkload: handleServerStreamingCall<SnapshotWorkloadRequest, SnapshotWorkloadResponse>;
   /** A new workload started from a snapshot of workload `id`, on its host. */
   restoreWorkload: handleUnaryCall<RestoreWorkloadRequest, RestoreWorkloadResponse>;
+  /** The memory snapshots of workload `id`, oldest first. */
+  listWorkloadSnapshots: handleUnaryCall<ListWorkloadSnapshotsRequest, ListWorkloadSnapshotsResponse>;
+  /**
+   * Removes a snapshot. Idempotent: an absent one answers OK (deleted =
+   * false); FAILED_PRECONDITION while a restore from it is under way.
+   */
+  deleteWorkloadSnapshot: handleUnaryCall<DeleteWorkloadSnapshotRequest, DeleteWorkloadSnapshotResponse>;
   /**
    * Fleet membership. Team keys manage their own team's hosts and tokens;
    * platform hosts are managed by admin keys only.
    * No new placements on the host; what runs there keeps running. Idempotent.
+   * With `migrate`, its live workloads are then moved to other hosts
+   * (scheduler MigrateHostWorkloads) and each outcome is answered.
    */
   drainHost: handleUnaryCall<DrainHostRequest, DrainHostResponse>;
   /** Back to taking placements. Idempotent. */
@@ -5605,6 +8203,33 @@ export interface CorralServiceServer extends UntypedServiceImplementation {
   importHostImage: handleBidiStreamingCall<ImportHostImageRequest, ImportHostImageResponse>;
   /** The images of a host's podman store. */
   listHostImages: handleUnaryCall<ListHostImagesRequest, ListHostImagesResponse>;
+  /**
+   * Pulls an image from a registry into host `host_id`'s podman store:
+   * progress, then the result. Same access rules as ImportHostImage.
+   */
+  pullHostImage: handleServerStreamingCall<PullHostImageRequest, PullHostImageResponse>;
+  /**
+   * Service deploys from TOML definitions (see the scheduler's rpcs of the
+   * same names). The caller's team owns the service.
+   */
+  planService: handleUnaryCall<PlanServiceRequest, PlanServiceResponse>;
+  deployService: handleUnaryCall<DeployServiceRequest, DeployServiceResponse>;
+  getService: handleUnaryCall<GetServiceRequest, GetServiceResponse>;
+  listServices: handleUnaryCall<ListServicesRequest, ListServicesResponse>;
+  stopService: handleUnaryCall<StopServiceRequest, StopServiceResponse>;
+  undeployService: handleUnaryCall<UndeployServiceRequest, UndeployServiceResponse>;
+  purgeComponents: handleUnaryCall<PurgeComponentsRequest, PurgeComponentsResponse>;
+  /**
+   * The audit trail (drift seen and actions taken, with reasons), oldest
+   * first after `after_id`. An admin sees every event, a team only those
+   * about its own workloads and hosts.
+   */
+  listEvents: handleUnaryCall<ListEventsRequest, ListEventsResponse>;
+  /**
+   * The same, then every new event as it is recorded, until the caller
+   * cancels: no gaps or duplicates between the backlog and the live part.
+   */
+  streamEvents: handleServerStreamingCall<StreamEventsRequest, StreamEventsResponse>;
 }
 
 export interface CorralServiceClient extends Client {
@@ -5860,10 +8485,47 @@ export interface CorralServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RestoreWorkloadResponse) => void,
   ): ClientUnaryCall;
+  /** The memory snapshots of workload `id`, oldest first. */
+  listWorkloadSnapshots(
+    request: ListWorkloadSnapshotsRequest,
+    callback: (error: ServiceError | null, response: ListWorkloadSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  listWorkloadSnapshots(
+    request: ListWorkloadSnapshotsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListWorkloadSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  listWorkloadSnapshots(
+    request: ListWorkloadSnapshotsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListWorkloadSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Removes a snapshot. Idempotent: an absent one answers OK (deleted =
+   * false); FAILED_PRECONDITION while a restore from it is under way.
+   */
+  deleteWorkloadSnapshot(
+    request: DeleteWorkloadSnapshotRequest,
+    callback: (error: ServiceError | null, response: DeleteWorkloadSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  deleteWorkloadSnapshot(
+    request: DeleteWorkloadSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteWorkloadSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  deleteWorkloadSnapshot(
+    request: DeleteWorkloadSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteWorkloadSnapshotResponse) => void,
+  ): ClientUnaryCall;
   /**
    * Fleet membership. Team keys manage their own team's hosts and tokens;
    * platform hosts are managed by admin keys only.
    * No new placements on the host; what runs there keeps running. Idempotent.
+   * With `migrate`, its live workloads are then moved to other hosts
+   * (scheduler MigrateHostWorkloads) and each outcome is answered.
    */
   drainHost(
     request: DrainHostRequest,
@@ -5991,6 +8653,161 @@ export interface CorralServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListHostImagesResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Pulls an image from a registry into host `host_id`'s podman store:
+   * progress, then the result. Same access rules as ImportHostImage.
+   */
+  pullHostImage(
+    request: PullHostImageRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<PullHostImageResponse>;
+  pullHostImage(
+    request: PullHostImageRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<PullHostImageResponse>;
+  /**
+   * Service deploys from TOML definitions (see the scheduler's rpcs of the
+   * same names). The caller's team owns the service.
+   */
+  planService(
+    request: PlanServiceRequest,
+    callback: (error: ServiceError | null, response: PlanServiceResponse) => void,
+  ): ClientUnaryCall;
+  planService(
+    request: PlanServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PlanServiceResponse) => void,
+  ): ClientUnaryCall;
+  planService(
+    request: PlanServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PlanServiceResponse) => void,
+  ): ClientUnaryCall;
+  deployService(
+    request: DeployServiceRequest,
+    callback: (error: ServiceError | null, response: DeployServiceResponse) => void,
+  ): ClientUnaryCall;
+  deployService(
+    request: DeployServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeployServiceResponse) => void,
+  ): ClientUnaryCall;
+  deployService(
+    request: DeployServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeployServiceResponse) => void,
+  ): ClientUnaryCall;
+  getService(
+    request: GetServiceRequest,
+    callback: (error: ServiceError | null, response: GetServiceResponse) => void,
+  ): ClientUnaryCall;
+  getService(
+    request: GetServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetServiceResponse) => void,
+  ): ClientUnaryCall;
+  getService(
+    request: GetServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetServiceResponse) => void,
+  ): ClientUnaryCall;
+  listServices(
+    request: ListServicesRequest,
+    callback: (error: ServiceError | null, response: ListServicesResponse) => void,
+  ): ClientUnaryCall;
+  listServices(
+    request: ListServicesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListServicesResponse) => void,
+  ): ClientUnaryCall;
+  listServices(
+    request: ListServicesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListServicesResponse) => void,
+  ): ClientUnaryCall;
+  stopService(
+    request: StopServiceRequest,
+    callback: (error: ServiceError | null, response: StopServiceResponse) => void,
+  ): ClientUnaryCall;
+  stopService(
+    request: StopServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: StopServiceResponse) => void,
+  ): ClientUnaryCall;
+  stopService(
+    request: StopServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: StopServiceResponse) => void,
+  ): ClientUnaryCall;
+  undeployService(
+    request: UndeployServiceRequest,
+    callback: (error: ServiceError | null, response: UndeployServiceResponse) => void,
+  ): ClientUnaryCall;
+  undeployService(
+    request: UndeployServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UndeployServiceResponse) => void,
+  ): ClientUnaryCall;
+  undeployService(
+    request: UndeployServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UndeployServiceResponse) => void,
+  ): ClientUnaryCall;
+  purgeComponents(
+    request: PurgeComponentsRequest,
+    callback: (error: ServiceError | null, response: PurgeComponentsResponse) => void,
+  ): ClientUnaryCall;
+  purgeComponents(
+    request: PurgeComponentsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PurgeComponentsResponse) => void,
+  ): ClientUnaryCall;
+  purgeComponents(
+    request: PurgeComponentsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PurgeComponentsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The audit trail (drift seen and actions taken, with reasons), oldest
+   * first after `after_id`. An admin sees every event, a team only those
+   * about its own workloads and hosts.
+   */
+  listEvents(
+    request: ListEventsRequest,
+    callback: (error: ServiceError | null, response: ListEventsResponse) => void,
+  ): ClientUnaryCall;
+  listEvents(
+    request: ListEventsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListEventsResponse) => void,
+  ): ClientUnaryCall;
+  listEvents(
+    request: ListEventsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListEventsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The same, then every new event as it is recorded, until the caller
+   * cancels: no gaps or duplicates between the backlog and the live part.
+   */
+  streamEvents(
+    request: StreamEventsRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<StreamEventsResponse>;
+  streamEvents(
+    request: StreamEventsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<StreamEventsResponse>;
 }
 
 export const CorralServiceClient = makeGenericClientConstructor(

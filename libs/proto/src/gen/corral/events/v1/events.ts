@@ -95,6 +95,60 @@ export function fleetAlarmReasonToNumber(object: FleetAlarmReason): number {
   }
 }
 
+/** What a CredentialRefused notice says was refused. */
+export enum RefusedMessageKind {
+  REFUSED_MESSAGE_KIND_UNSPECIFIED = "REFUSED_MESSAGE_KIND_UNSPECIFIED",
+  REFUSED_MESSAGE_KIND_HEARTBEAT = "REFUSED_MESSAGE_KIND_HEARTBEAT",
+  REFUSED_MESSAGE_KIND_WORKLOAD_STATE = "REFUSED_MESSAGE_KIND_WORKLOAD_STATE",
+  UNRECOGNIZED = "UNRECOGNIZED",
+}
+
+export function refusedMessageKindFromJSON(object: any): RefusedMessageKind {
+  switch (object) {
+    case 0:
+    case "REFUSED_MESSAGE_KIND_UNSPECIFIED":
+      return RefusedMessageKind.REFUSED_MESSAGE_KIND_UNSPECIFIED;
+    case 1:
+    case "REFUSED_MESSAGE_KIND_HEARTBEAT":
+      return RefusedMessageKind.REFUSED_MESSAGE_KIND_HEARTBEAT;
+    case 2:
+    case "REFUSED_MESSAGE_KIND_WORKLOAD_STATE":
+      return RefusedMessageKind.REFUSED_MESSAGE_KIND_WORKLOAD_STATE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return RefusedMessageKind.UNRECOGNIZED;
+  }
+}
+
+export function refusedMessageKindToJSON(object: RefusedMessageKind): string {
+  switch (object) {
+    case RefusedMessageKind.REFUSED_MESSAGE_KIND_UNSPECIFIED:
+      return "REFUSED_MESSAGE_KIND_UNSPECIFIED";
+    case RefusedMessageKind.REFUSED_MESSAGE_KIND_HEARTBEAT:
+      return "REFUSED_MESSAGE_KIND_HEARTBEAT";
+    case RefusedMessageKind.REFUSED_MESSAGE_KIND_WORKLOAD_STATE:
+      return "REFUSED_MESSAGE_KIND_WORKLOAD_STATE";
+    case RefusedMessageKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+export function refusedMessageKindToNumber(object: RefusedMessageKind): number {
+  switch (object) {
+    case RefusedMessageKind.REFUSED_MESSAGE_KIND_UNSPECIFIED:
+      return 0;
+    case RefusedMessageKind.REFUSED_MESSAGE_KIND_HEARTBEAT:
+      return 1;
+    case RefusedMessageKind.REFUSED_MESSAGE_KIND_WORKLOAD_STATE:
+      return 2;
+    case RefusedMessageKind.UNRECOGNIZED:
+    default:
+      return -1;
+  }
+}
+
 /**
  * Published by a node agent on corral.hosts.<hostId>.heartbeat.
  * seq increases by one per heartbeat of one agent process; boot_id changes
@@ -138,7 +192,15 @@ export interface WorkloadStateChanged {
   exited: boolean;
   exitCode: number;
   reason: string;
-  at: Date | undefined;
+  at:
+    | Date
+    | undefined;
+  /**
+   * The publishing host's current JWT, as on heartbeats: the scheduler
+   * applies the event only when the token is valid and names the host the
+   * workload was placed on.
+   */
+  hostToken: string;
 }
 
 /**
@@ -187,6 +249,55 @@ export interface FleetAlarm {
   silentHosts: number;
   /** Hosts watched (online) in that check. */
   watchedHosts: number;
+  at: Date | undefined;
+}
+
+/**
+ * One entry of the audit trail (the audit_events row, after it is stored):
+ * a drift the reconciler saw, or an action it or another component took,
+ * with the reason. Published on corral.audit.<kind> and, for drift of a
+ * workload, also on corral.drift.<workloadId>. `id` orders the trail: a
+ * follower that read the stored backlog skips ids it already has.
+ */
+export interface AuditEventRecorded {
+  id: number;
+  at:
+    | Date
+    | undefined;
+  /** Who acted, e.g. "reconciler/<replica>", "scheduler". */
+  actor: string;
+  /** "drift", "action", "lifecycle", "deploy". */
+  kind: string;
+  /** What was seen or done, e.g. "mark-missing", "restart", "reap-orphan". */
+  action: string;
+  /** "observed", "succeeded", "failed", "skipped". */
+  outcome: string;
+  /** "workload" or "host". */
+  subjectType: string;
+  subjectId: string;
+  /** Empty for platform subjects. */
+  teamId: string;
+  reason: string;
+  /** JSON object with details (host, attempt, error code...). */
+  dataJson: string;
+  /** The reconciler's fencing epoch when it wrote the event; 0 otherwise. */
+  epoch: number;
+}
+
+/**
+ * Published by host-registry (a dropped heartbeat) or the scheduler (a
+ * dropped state event) on corral.hosts.<hostId>.notices when a message
+ * claiming to come from a known host was refused for its host token
+ * (expired, invalid, revoked). The agent of that host refreshes its
+ * credentials at once. Rate-limited per host by each publisher. It carries
+ * no token and no detail of why: anyone on the bus may read it, and a
+ * forged one costs the agent at most one (rate-limited) refresh.
+ */
+export interface CredentialRefused {
+  hostId: string;
+  /** Who refused, e.g. "host-registry", "scheduler". */
+  refusedBy: string;
+  messageKind: RefusedMessageKind;
   at: Date | undefined;
 }
 
@@ -541,6 +652,7 @@ function createBaseWorkloadStateChanged(): WorkloadStateChanged {
     exitCode: 0,
     reason: "",
     at: undefined,
+    hostToken: "",
   };
 }
 
@@ -569,6 +681,9 @@ export const WorkloadStateChanged: MessageFns<WorkloadStateChanged> = {
     }
     if (message.at !== undefined) {
       Timestamp.encode(toTimestamp(message.at), writer.uint32(66).fork()).join();
+    }
+    if (message.hostToken !== "") {
+      writer.uint32(74).string(message.hostToken);
     }
     return writer;
   },
@@ -650,6 +765,14 @@ export const WorkloadStateChanged: MessageFns<WorkloadStateChanged> = {
             message.at = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.hostToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -684,6 +807,11 @@ export const WorkloadStateChanged: MessageFns<WorkloadStateChanged> = {
         : 0,
       reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
       at: isSet(object.at) ? fromJsonTimestamp(object.at) : undefined,
+      hostToken: isSet(object.hostToken)
+        ? globalThis.String(object.hostToken)
+        : isSet(object.host_token)
+        ? globalThis.String(object.host_token)
+        : "",
     };
   },
 
@@ -713,6 +841,9 @@ export const WorkloadStateChanged: MessageFns<WorkloadStateChanged> = {
     if (message.at !== undefined) {
       obj.at = message.at.toISOString();
     }
+    if (message.hostToken !== "") {
+      obj.hostToken = message.hostToken;
+    }
     return obj;
   },
 
@@ -729,6 +860,7 @@ export const WorkloadStateChanged: MessageFns<WorkloadStateChanged> = {
     message.exitCode = object.exitCode ?? 0;
     message.reason = object.reason ?? "";
     message.at = object.at ?? undefined;
+    message.hostToken = object.hostToken ?? "";
     return message;
   },
 };
@@ -1142,6 +1274,409 @@ export const FleetAlarm: MessageFns<FleetAlarm> = {
     message.detail = object.detail ?? "";
     message.silentHosts = object.silentHosts ?? 0;
     message.watchedHosts = object.watchedHosts ?? 0;
+    message.at = object.at ?? undefined;
+    return message;
+  },
+};
+
+function createBaseAuditEventRecorded(): AuditEventRecorded {
+  return {
+    id: 0,
+    at: undefined,
+    actor: "",
+    kind: "",
+    action: "",
+    outcome: "",
+    subjectType: "",
+    subjectId: "",
+    teamId: "",
+    reason: "",
+    dataJson: "",
+    epoch: 0,
+  };
+}
+
+export const AuditEventRecorded: MessageFns<AuditEventRecorded> = {
+  encode(message: AuditEventRecorded, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.at !== undefined) {
+      Timestamp.encode(toTimestamp(message.at), writer.uint32(18).fork()).join();
+    }
+    if (message.actor !== "") {
+      writer.uint32(26).string(message.actor);
+    }
+    if (message.kind !== "") {
+      writer.uint32(34).string(message.kind);
+    }
+    if (message.action !== "") {
+      writer.uint32(42).string(message.action);
+    }
+    if (message.outcome !== "") {
+      writer.uint32(50).string(message.outcome);
+    }
+    if (message.subjectType !== "") {
+      writer.uint32(58).string(message.subjectType);
+    }
+    if (message.subjectId !== "") {
+      writer.uint32(66).string(message.subjectId);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(74).string(message.teamId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(82).string(message.reason);
+    }
+    if (message.dataJson !== "") {
+      writer.uint32(90).string(message.dataJson);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(96).uint64(message.epoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuditEventRecorded {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuditEventRecorded();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.at = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.action = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.outcome = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.subjectType = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.subjectId = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.dataJson = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AuditEventRecorded {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      at: isSet(object.at) ? fromJsonTimestamp(object.at) : undefined,
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      action: isSet(object.action) ? globalThis.String(object.action) : "",
+      outcome: isSet(object.outcome) ? globalThis.String(object.outcome) : "",
+      subjectType: isSet(object.subjectType)
+        ? globalThis.String(object.subjectType)
+        : isSet(object.subject_type)
+        ? globalThis.String(object.subject_type)
+        : "",
+      subjectId: isSet(object.subjectId)
+        ? globalThis.String(object.subjectId)
+        : isSet(object.subject_id)
+        ? globalThis.String(object.subject_id)
+        : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      dataJson: isSet(object.dataJson)
+        ? globalThis.String(object.dataJson)
+        : isSet(object.data_json)
+        ? globalThis.String(object.data_json)
+        : "",
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+    };
+  },
+
+  toJSON(message: AuditEventRecorded): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.at !== undefined) {
+      obj.at = message.at.toISOString();
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.action !== "") {
+      obj.action = message.action;
+    }
+    if (message.outcome !== "") {
+      obj.outcome = message.outcome;
+    }
+    if (message.subjectType !== "") {
+      obj.subjectType = message.subjectType;
+    }
+    if (message.subjectId !== "") {
+      obj.subjectId = message.subjectId;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.dataJson !== "") {
+      obj.dataJson = message.dataJson;
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AuditEventRecorded>): AuditEventRecorded {
+    return AuditEventRecorded.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuditEventRecorded>): AuditEventRecorded {
+    const message = createBaseAuditEventRecorded();
+    message.id = object.id ?? 0;
+    message.at = object.at ?? undefined;
+    message.actor = object.actor ?? "";
+    message.kind = object.kind ?? "";
+    message.action = object.action ?? "";
+    message.outcome = object.outcome ?? "";
+    message.subjectType = object.subjectType ?? "";
+    message.subjectId = object.subjectId ?? "";
+    message.teamId = object.teamId ?? "";
+    message.reason = object.reason ?? "";
+    message.dataJson = object.dataJson ?? "";
+    message.epoch = object.epoch ?? 0;
+    return message;
+  },
+};
+
+function createBaseCredentialRefused(): CredentialRefused {
+  return { hostId: "", refusedBy: "", messageKind: RefusedMessageKind.REFUSED_MESSAGE_KIND_UNSPECIFIED, at: undefined };
+}
+
+export const CredentialRefused: MessageFns<CredentialRefused> = {
+  encode(message: CredentialRefused, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.refusedBy !== "") {
+      writer.uint32(18).string(message.refusedBy);
+    }
+    if (message.messageKind !== RefusedMessageKind.REFUSED_MESSAGE_KIND_UNSPECIFIED) {
+      writer.uint32(24).int32(refusedMessageKindToNumber(message.messageKind));
+    }
+    if (message.at !== undefined) {
+      Timestamp.encode(toTimestamp(message.at), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CredentialRefused {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCredentialRefused();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.refusedBy = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.messageKind = refusedMessageKindFromJSON(reader.int32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.at = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CredentialRefused {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      refusedBy: isSet(object.refusedBy)
+        ? globalThis.String(object.refusedBy)
+        : isSet(object.refused_by)
+        ? globalThis.String(object.refused_by)
+        : "",
+      messageKind: isSet(object.messageKind)
+        ? refusedMessageKindFromJSON(object.messageKind)
+        : isSet(object.message_kind)
+        ? refusedMessageKindFromJSON(object.message_kind)
+        : RefusedMessageKind.REFUSED_MESSAGE_KIND_UNSPECIFIED,
+      at: isSet(object.at) ? fromJsonTimestamp(object.at) : undefined,
+    };
+  },
+
+  toJSON(message: CredentialRefused): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.refusedBy !== "") {
+      obj.refusedBy = message.refusedBy;
+    }
+    if (message.messageKind !== RefusedMessageKind.REFUSED_MESSAGE_KIND_UNSPECIFIED) {
+      obj.messageKind = refusedMessageKindToJSON(message.messageKind);
+    }
+    if (message.at !== undefined) {
+      obj.at = message.at.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CredentialRefused>): CredentialRefused {
+    return CredentialRefused.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CredentialRefused>): CredentialRefused {
+    const message = createBaseCredentialRefused();
+    message.hostId = object.hostId ?? "";
+    message.refusedBy = object.refusedBy ?? "";
+    message.messageKind = object.messageKind ?? RefusedMessageKind.REFUSED_MESSAGE_KIND_UNSPECIFIED;
     message.at = object.at ?? undefined;
     return message;
   },

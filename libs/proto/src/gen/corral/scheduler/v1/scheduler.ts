@@ -33,6 +33,10 @@ import {
   ImportImageHeader,
   ImportImageProgress,
   ImportImageResult,
+  PullImageProgress,
+  PullImageRequest,
+  PullImageResult,
+  SnapshotInfo,
   SnapshotProgress,
   SnapshotResult,
   TerminalSize,
@@ -96,6 +100,12 @@ export interface VmSpec {
   kernel: string;
   initrd: string;
   kernelArgs: string;
+  /**
+   * microvm: a disk image on the host (raw or qcow2, never written) that the
+   * agent clones copy-on-write into the VM's own root disk (/dev/vda) before
+   * it boots; the clone is removed with the workload.
+   */
+  rootDisk: string;
 }
 
 /** A route's host port on the workload's host. */
@@ -300,6 +310,26 @@ export interface RestoreWorkloadResponse {
   workload: Workload | undefined;
 }
 
+export interface ListWorkloadSnapshotsRequest {
+  id: string;
+  teamId: string;
+}
+
+export interface ListWorkloadSnapshotsResponse {
+  snapshots: SnapshotInfo[];
+}
+
+export interface DeleteWorkloadSnapshotRequest {
+  id: string;
+  teamId: string;
+  snapshotId: string;
+}
+
+export interface DeleteWorkloadSnapshotResponse {
+  /** False when there was nothing to delete. */
+  deleted: boolean;
+}
+
 export interface DestroyWorkloadRequest {
   id: string;
   teamId: string;
@@ -309,8 +339,63 @@ export interface DestroyWorkloadRequest {
   timeoutSeconds: number;
 }
 
+/**
+ * The reconciler's calls carry its fencing epoch: each is refused
+ * (FAILED_PRECONDITION) unless it is still the current reconciler epoch, so
+ * a deposed leader's late action changes nothing.
+ */
+export interface ResumeTeardownRequest {
+  id: string;
+  reason: string;
+  reconcilerEpoch: number;
+}
+
+export interface ResumeTeardownResponse {
+  workload: Workload | undefined;
+}
+
 export interface DestroyWorkloadResponse {
   workload: Workload | undefined;
+}
+
+export interface RestartWorkloadRequest {
+  id: string;
+  /**
+   * The restart this is (the workload's restarts + 1): a second call for the
+   * same attempt changes nothing (restarted = false).
+   */
+  attempt: number;
+  /** Why, recorded on the workload. */
+  reason: string;
+  /** The reconciler's fencing epoch (see ResumeTeardownRequest). */
+  reconcilerEpoch: number;
+}
+
+export interface RestartWorkloadResponse {
+  workload:
+    | Workload
+    | undefined;
+  /** False when the attempt had been made already or the workload moved on. */
+  restarted: boolean;
+}
+
+export interface ReplaceWorkloadRequest {
+  id: string;
+  reason: string;
+  /** The reconciler's fencing epoch (see ResumeTeardownRequest). */
+  reconcilerEpoch: number;
+}
+
+export interface ReplaceWorkloadResponse {
+  /** The old workload, retired. */
+  retired:
+    | Workload
+    | undefined;
+  /**
+   * The new one with the same spec (and service slot) on another host;
+   * absent when the old one had been retired already (nothing was done).
+   */
+  replacement: Workload | undefined;
 }
 
 export interface ImportHostImageHeader {
@@ -339,6 +424,223 @@ export interface ImportHostImageResponse {
 
 export interface ListHostImagesResponse {
   images: ImageSummary[];
+}
+
+export interface ServiceFieldChange {
+  /** The TOML field, e.g. "image", "env.LOG_LEVEL", "routes.web.port". */
+  field: string;
+  /** "add" | "remove" | "change" */
+  kind: string;
+  /** JSON of the old and new values ("" when absent). */
+  fromJson: string;
+  toJson: string;
+  /** "replace" | "reschedule" | "in-place" */
+  impact: string;
+}
+
+export interface ServiceComponentPlan {
+  name: string;
+  /** "create" | "update" | "scale" | "remove" | "unchanged" */
+  action: string;
+  countFrom: number;
+  countTo: number;
+  changes: ServiceFieldChange[];
+  replacesInstances: boolean;
+  reschedules: boolean;
+}
+
+export interface ServicePlan {
+  service: string;
+  /** "create" | "update" | "unchanged" */
+  action: string;
+  fromDigest: string;
+  toDigest: string;
+  serviceChanges: ServiceFieldChange[];
+  components: ServiceComponentPlan[];
+  /** One human-readable line each. */
+  summary: string[];
+  /** The deployed version the plan is against; 0 for a new service. */
+  fromVersion: number;
+}
+
+export interface ServiceVersion {
+  version: number;
+  /** "deploying" | "active" | "failed" | "reverted" | "superseded" */
+  status: string;
+  digest: string;
+  /** The TOML text as submitted. */
+  sourceToml: string;
+  createdAt: Date | undefined;
+}
+
+export interface ServiceDeployment {
+  id: string;
+  fromVersion: number;
+  toVersion: number;
+  /** "running" | "succeeded" | "failed" | "reverted" | "interrupted" */
+  state: string;
+  reason: string;
+  /** Instance steps of the rollout (creates, replacements, removals). */
+  stepsTotal: number;
+  stepsDone: number;
+  /** What happened, oldest first (e.g. "web[0]: replaced by <id> on h-2"). */
+  events: string[];
+  createdAt: Date | undefined;
+  updatedAt: Date | undefined;
+}
+
+export interface ServiceInstance {
+  component: string;
+  index: number;
+  version: number;
+  workload: Workload | undefined;
+}
+
+export interface ServiceComponentEntry {
+  name: string;
+  /** "active" (in the current definition) | "removed" */
+  state: string;
+  lastVersion: number;
+}
+
+export interface Service {
+  id: string;
+  name: string;
+  teamId: string;
+  /** The version whose instances should run; 0 before the first rollout succeeded. */
+  currentVersion: number;
+  /** "deploying" | "running" | "degraded" | "stopped" | "removed" */
+  state: string;
+  createdAt: Date | undefined;
+  updatedAt:
+    | Date
+    | undefined;
+  /** Newest first. Filled by GetService only. */
+  versions: ServiceVersion[];
+  /** Live (not retired) instances. Filled by GetService only. */
+  instances: ServiceInstance[];
+  latestDeployment: ServiceDeployment | undefined;
+  components: ServiceComponentEntry[];
+}
+
+export interface PlanServiceRequest {
+  teamId: string;
+  definitionToml: string;
+}
+
+export interface PlanServiceResponse {
+  plan: ServicePlan | undefined;
+}
+
+export interface DeployServiceRequest {
+  teamId: string;
+  definitionToml: string;
+  /** Answer only once the rollout has ended. */
+  wait: boolean;
+}
+
+export interface DeployServiceResponse {
+  service: Service | undefined;
+  deployment: ServiceDeployment | undefined;
+  plan: ServicePlan | undefined;
+}
+
+export interface GetServiceRequest {
+  teamId: string;
+  name: string;
+}
+
+export interface GetServiceResponse {
+  service: Service | undefined;
+}
+
+export interface ListServicesRequest {
+  teamId: string;
+}
+
+export interface ListServicesResponse {
+  services: Service[];
+}
+
+export interface StopServiceRequest {
+  teamId: string;
+  name: string;
+  timeoutSeconds: number;
+}
+
+export interface StopServiceResponse {
+  service: Service | undefined;
+}
+
+export interface UndeployServiceRequest {
+  teamId: string;
+  name: string;
+  timeoutSeconds: number;
+}
+
+export interface UndeployServiceResponse {
+  service: Service | undefined;
+}
+
+export interface PurgeComponentsRequest {
+  teamId: string;
+  name: string;
+  dryRun: boolean;
+}
+
+export interface PurgedComponent {
+  name: string;
+  /** Why it may go, e.g. "in no current definition; 2 instances retired". */
+  reason: string;
+}
+
+export interface PurgeComponentsResponse {
+  dryRun: boolean;
+  /** Purged (or, with dry_run, would be). */
+  purged: PurgedComponent[];
+  /** Kept, with why (e.g. still in the definition, live workloads). */
+  refused: PurgedComponent[];
+  /** The service row went with its last component (or would, with dry_run). */
+  serviceDeleted: boolean;
+}
+
+export interface PullHostImageRequest {
+  hostId: string;
+  /** Empty for an admin; else the caller's team, which must own the host. */
+  teamId: string;
+  image: PullImageRequest | undefined;
+}
+
+export interface PullHostImageResponse {
+  kind: { $case: "progress"; value: PullImageProgress } | { $case: "result"; value: PullImageResult } | undefined;
+}
+
+export interface MigrateHostWorkloadsRequest {
+  hostId: string;
+  teamId: string;
+  /** Workloads moved at once; 0 means 1. */
+  maxParallel: number;
+  /** How long each replacement may take to be running; 0 means the default (120 s). */
+  readyTimeoutSeconds: number;
+}
+
+/** What happened to one workload of the drained host. */
+export interface WorkloadMigration {
+  workloadId: string;
+  name: string;
+  /**
+   * "moved": the replacement runs and the original is retired; "failed":
+   * see reason (the original keeps running unless the reason says otherwise).
+   */
+  outcome: string;
+  /** Empty when no replacement could be created. */
+  replacementId: string;
+  toHostId: string;
+  reason: string;
+}
+
+export interface MigrateHostWorkloadsResponse {
+  migrations: WorkloadMigration[];
 }
 
 function createBaseWorkload(): Workload {
@@ -922,7 +1224,7 @@ export const Route: MessageFns<Route> = {
 };
 
 function createBaseVmSpec(): VmSpec {
-  return { mode: "", kernel: "", initrd: "", kernelArgs: "" };
+  return { mode: "", kernel: "", initrd: "", kernelArgs: "", rootDisk: "" };
 }
 
 export const VmSpec: MessageFns<VmSpec> = {
@@ -938,6 +1240,9 @@ export const VmSpec: MessageFns<VmSpec> = {
     }
     if (message.kernelArgs !== "") {
       writer.uint32(34).string(message.kernelArgs);
+    }
+    if (message.rootDisk !== "") {
+      writer.uint32(42).string(message.rootDisk);
     }
     return writer;
   },
@@ -987,6 +1292,14 @@ export const VmSpec: MessageFns<VmSpec> = {
             message.kernelArgs = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.rootDisk = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1009,6 +1322,11 @@ export const VmSpec: MessageFns<VmSpec> = {
         : isSet(object.kernel_args)
         ? globalThis.String(object.kernel_args)
         : "",
+      rootDisk: isSet(object.rootDisk)
+        ? globalThis.String(object.rootDisk)
+        : isSet(object.root_disk)
+        ? globalThis.String(object.root_disk)
+        : "",
     };
   },
 
@@ -1026,6 +1344,9 @@ export const VmSpec: MessageFns<VmSpec> = {
     if (message.kernelArgs !== "") {
       obj.kernelArgs = message.kernelArgs;
     }
+    if (message.rootDisk !== "") {
+      obj.rootDisk = message.rootDisk;
+    }
     return obj;
   },
 
@@ -1038,6 +1359,7 @@ export const VmSpec: MessageFns<VmSpec> = {
     message.kernel = object.kernel ?? "";
     message.initrd = object.initrd ?? "";
     message.kernelArgs = object.kernelArgs ?? "";
+    message.rootDisk = object.rootDisk ?? "";
     return message;
   },
 };
@@ -4424,6 +4746,342 @@ export const RestoreWorkloadResponse: MessageFns<RestoreWorkloadResponse> = {
   },
 };
 
+function createBaseListWorkloadSnapshotsRequest(): ListWorkloadSnapshotsRequest {
+  return { id: "", teamId: "" };
+}
+
+export const ListWorkloadSnapshotsRequest: MessageFns<ListWorkloadSnapshotsRequest> = {
+  encode(message: ListWorkloadSnapshotsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWorkloadSnapshotsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWorkloadSnapshotsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWorkloadSnapshotsRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ListWorkloadSnapshotsRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListWorkloadSnapshotsRequest>): ListWorkloadSnapshotsRequest {
+    return ListWorkloadSnapshotsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListWorkloadSnapshotsRequest>): ListWorkloadSnapshotsRequest {
+    const message = createBaseListWorkloadSnapshotsRequest();
+    message.id = object.id ?? "";
+    message.teamId = object.teamId ?? "";
+    return message;
+  },
+};
+
+function createBaseListWorkloadSnapshotsResponse(): ListWorkloadSnapshotsResponse {
+  return { snapshots: [] };
+}
+
+export const ListWorkloadSnapshotsResponse: MessageFns<ListWorkloadSnapshotsResponse> = {
+  encode(message: ListWorkloadSnapshotsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.snapshots) {
+      SnapshotInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWorkloadSnapshotsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWorkloadSnapshotsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshots.push(SnapshotInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWorkloadSnapshotsResponse {
+    return {
+      snapshots: globalThis.Array.isArray(object?.snapshots)
+        ? object.snapshots.map((e: any) => SnapshotInfo.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListWorkloadSnapshotsResponse): unknown {
+    const obj: any = {};
+    if (message.snapshots?.length) {
+      obj.snapshots = message.snapshots.map((e) => SnapshotInfo.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListWorkloadSnapshotsResponse>): ListWorkloadSnapshotsResponse {
+    return ListWorkloadSnapshotsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListWorkloadSnapshotsResponse>): ListWorkloadSnapshotsResponse {
+    const message = createBaseListWorkloadSnapshotsResponse();
+    message.snapshots = object.snapshots?.map((e) => SnapshotInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDeleteWorkloadSnapshotRequest(): DeleteWorkloadSnapshotRequest {
+  return { id: "", teamId: "", snapshotId: "" };
+}
+
+export const DeleteWorkloadSnapshotRequest: MessageFns<DeleteWorkloadSnapshotRequest> = {
+  encode(message: DeleteWorkloadSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    if (message.snapshotId !== "") {
+      writer.uint32(26).string(message.snapshotId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteWorkloadSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteWorkloadSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteWorkloadSnapshotRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      snapshotId: isSet(object.snapshotId)
+        ? globalThis.String(object.snapshotId)
+        : isSet(object.snapshot_id)
+        ? globalThis.String(object.snapshot_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteWorkloadSnapshotRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.snapshotId !== "") {
+      obj.snapshotId = message.snapshotId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteWorkloadSnapshotRequest>): DeleteWorkloadSnapshotRequest {
+    return DeleteWorkloadSnapshotRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteWorkloadSnapshotRequest>): DeleteWorkloadSnapshotRequest {
+    const message = createBaseDeleteWorkloadSnapshotRequest();
+    message.id = object.id ?? "";
+    message.teamId = object.teamId ?? "";
+    message.snapshotId = object.snapshotId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteWorkloadSnapshotResponse(): DeleteWorkloadSnapshotResponse {
+  return { deleted: false };
+}
+
+export const DeleteWorkloadSnapshotResponse: MessageFns<DeleteWorkloadSnapshotResponse> = {
+  encode(message: DeleteWorkloadSnapshotResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deleted !== false) {
+      writer.uint32(8).bool(message.deleted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteWorkloadSnapshotResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteWorkloadSnapshotResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.deleted = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteWorkloadSnapshotResponse {
+    return { deleted: isSet(object.deleted) ? globalThis.Boolean(object.deleted) : false };
+  },
+
+  toJSON(message: DeleteWorkloadSnapshotResponse): unknown {
+    const obj: any = {};
+    if (message.deleted !== false) {
+      obj.deleted = message.deleted;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteWorkloadSnapshotResponse>): DeleteWorkloadSnapshotResponse {
+    return DeleteWorkloadSnapshotResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteWorkloadSnapshotResponse>): DeleteWorkloadSnapshotResponse {
+    const message = createBaseDeleteWorkloadSnapshotResponse();
+    message.deleted = object.deleted ?? false;
+    return message;
+  },
+};
+
 function createBaseDestroyWorkloadRequest(): DestroyWorkloadRequest {
   return { id: "", teamId: "", force: false, timeoutSeconds: 0 };
 }
@@ -4549,6 +5207,180 @@ export const DestroyWorkloadRequest: MessageFns<DestroyWorkloadRequest> = {
   },
 };
 
+function createBaseResumeTeardownRequest(): ResumeTeardownRequest {
+  return { id: "", reason: "", reconcilerEpoch: 0 };
+}
+
+export const ResumeTeardownRequest: MessageFns<ResumeTeardownRequest> = {
+  encode(message: ResumeTeardownRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.reconcilerEpoch !== 0) {
+      writer.uint32(24).uint64(message.reconcilerEpoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeTeardownRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeTeardownRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.reconcilerEpoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResumeTeardownRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      reconcilerEpoch: isSet(object.reconcilerEpoch)
+        ? globalThis.Number(object.reconcilerEpoch)
+        : isSet(object.reconciler_epoch)
+        ? globalThis.Number(object.reconciler_epoch)
+        : 0,
+    };
+  },
+
+  toJSON(message: ResumeTeardownRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.reconcilerEpoch !== 0) {
+      obj.reconcilerEpoch = Math.round(message.reconcilerEpoch);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResumeTeardownRequest>): ResumeTeardownRequest {
+    return ResumeTeardownRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResumeTeardownRequest>): ResumeTeardownRequest {
+    const message = createBaseResumeTeardownRequest();
+    message.id = object.id ?? "";
+    message.reason = object.reason ?? "";
+    message.reconcilerEpoch = object.reconcilerEpoch ?? 0;
+    return message;
+  },
+};
+
+function createBaseResumeTeardownResponse(): ResumeTeardownResponse {
+  return { workload: undefined };
+}
+
+export const ResumeTeardownResponse: MessageFns<ResumeTeardownResponse> = {
+  encode(message: ResumeTeardownResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workload !== undefined) {
+      Workload.encode(message.workload, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeTeardownResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeTeardownResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workload = Workload.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResumeTeardownResponse {
+    return { workload: isSet(object.workload) ? Workload.fromJSON(object.workload) : undefined };
+  },
+
+  toJSON(message: ResumeTeardownResponse): unknown {
+    const obj: any = {};
+    if (message.workload !== undefined) {
+      obj.workload = Workload.toJSON(message.workload);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResumeTeardownResponse>): ResumeTeardownResponse {
+    return ResumeTeardownResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResumeTeardownResponse>): ResumeTeardownResponse {
+    const message = createBaseResumeTeardownResponse();
+    message.workload = (object.workload !== undefined && object.workload !== null)
+      ? Workload.fromPartial(object.workload)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseDestroyWorkloadResponse(): DestroyWorkloadResponse {
   return { workload: undefined };
 }
@@ -4613,6 +5445,408 @@ export const DestroyWorkloadResponse: MessageFns<DestroyWorkloadResponse> = {
     const message = createBaseDestroyWorkloadResponse();
     message.workload = (object.workload !== undefined && object.workload !== null)
       ? Workload.fromPartial(object.workload)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRestartWorkloadRequest(): RestartWorkloadRequest {
+  return { id: "", attempt: 0, reason: "", reconcilerEpoch: 0 };
+}
+
+export const RestartWorkloadRequest: MessageFns<RestartWorkloadRequest> = {
+  encode(message: RestartWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(16).uint32(message.attempt);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    if (message.reconcilerEpoch !== 0) {
+      writer.uint32(32).uint64(message.reconcilerEpoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestartWorkloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestartWorkloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.reconcilerEpoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RestartWorkloadRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      reconcilerEpoch: isSet(object.reconcilerEpoch)
+        ? globalThis.Number(object.reconcilerEpoch)
+        : isSet(object.reconciler_epoch)
+        ? globalThis.Number(object.reconciler_epoch)
+        : 0,
+    };
+  },
+
+  toJSON(message: RestartWorkloadRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.reconcilerEpoch !== 0) {
+      obj.reconcilerEpoch = Math.round(message.reconcilerEpoch);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RestartWorkloadRequest>): RestartWorkloadRequest {
+    return RestartWorkloadRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RestartWorkloadRequest>): RestartWorkloadRequest {
+    const message = createBaseRestartWorkloadRequest();
+    message.id = object.id ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.reason = object.reason ?? "";
+    message.reconcilerEpoch = object.reconcilerEpoch ?? 0;
+    return message;
+  },
+};
+
+function createBaseRestartWorkloadResponse(): RestartWorkloadResponse {
+  return { workload: undefined, restarted: false };
+}
+
+export const RestartWorkloadResponse: MessageFns<RestartWorkloadResponse> = {
+  encode(message: RestartWorkloadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workload !== undefined) {
+      Workload.encode(message.workload, writer.uint32(10).fork()).join();
+    }
+    if (message.restarted !== false) {
+      writer.uint32(16).bool(message.restarted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestartWorkloadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestartWorkloadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workload = Workload.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.restarted = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RestartWorkloadResponse {
+    return {
+      workload: isSet(object.workload) ? Workload.fromJSON(object.workload) : undefined,
+      restarted: isSet(object.restarted) ? globalThis.Boolean(object.restarted) : false,
+    };
+  },
+
+  toJSON(message: RestartWorkloadResponse): unknown {
+    const obj: any = {};
+    if (message.workload !== undefined) {
+      obj.workload = Workload.toJSON(message.workload);
+    }
+    if (message.restarted !== false) {
+      obj.restarted = message.restarted;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RestartWorkloadResponse>): RestartWorkloadResponse {
+    return RestartWorkloadResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RestartWorkloadResponse>): RestartWorkloadResponse {
+    const message = createBaseRestartWorkloadResponse();
+    message.workload = (object.workload !== undefined && object.workload !== null)
+      ? Workload.fromPartial(object.workload)
+      : undefined;
+    message.restarted = object.restarted ?? false;
+    return message;
+  },
+};
+
+function createBaseReplaceWorkloadRequest(): ReplaceWorkloadRequest {
+  return { id: "", reason: "", reconcilerEpoch: 0 };
+}
+
+export const ReplaceWorkloadRequest: MessageFns<ReplaceWorkloadRequest> = {
+  encode(message: ReplaceWorkloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.reconcilerEpoch !== 0) {
+      writer.uint32(24).uint64(message.reconcilerEpoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplaceWorkloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplaceWorkloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.reconcilerEpoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplaceWorkloadRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      reconcilerEpoch: isSet(object.reconcilerEpoch)
+        ? globalThis.Number(object.reconcilerEpoch)
+        : isSet(object.reconciler_epoch)
+        ? globalThis.Number(object.reconciler_epoch)
+        : 0,
+    };
+  },
+
+  toJSON(message: ReplaceWorkloadRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.reconcilerEpoch !== 0) {
+      obj.reconcilerEpoch = Math.round(message.reconcilerEpoch);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReplaceWorkloadRequest>): ReplaceWorkloadRequest {
+    return ReplaceWorkloadRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReplaceWorkloadRequest>): ReplaceWorkloadRequest {
+    const message = createBaseReplaceWorkloadRequest();
+    message.id = object.id ?? "";
+    message.reason = object.reason ?? "";
+    message.reconcilerEpoch = object.reconcilerEpoch ?? 0;
+    return message;
+  },
+};
+
+function createBaseReplaceWorkloadResponse(): ReplaceWorkloadResponse {
+  return { retired: undefined, replacement: undefined };
+}
+
+export const ReplaceWorkloadResponse: MessageFns<ReplaceWorkloadResponse> = {
+  encode(message: ReplaceWorkloadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.retired !== undefined) {
+      Workload.encode(message.retired, writer.uint32(10).fork()).join();
+    }
+    if (message.replacement !== undefined) {
+      Workload.encode(message.replacement, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplaceWorkloadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplaceWorkloadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.retired = Workload.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.replacement = Workload.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplaceWorkloadResponse {
+    return {
+      retired: isSet(object.retired) ? Workload.fromJSON(object.retired) : undefined,
+      replacement: isSet(object.replacement) ? Workload.fromJSON(object.replacement) : undefined,
+    };
+  },
+
+  toJSON(message: ReplaceWorkloadResponse): unknown {
+    const obj: any = {};
+    if (message.retired !== undefined) {
+      obj.retired = Workload.toJSON(message.retired);
+    }
+    if (message.replacement !== undefined) {
+      obj.replacement = Workload.toJSON(message.replacement);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReplaceWorkloadResponse>): ReplaceWorkloadResponse {
+    return ReplaceWorkloadResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReplaceWorkloadResponse>): ReplaceWorkloadResponse {
+    const message = createBaseReplaceWorkloadResponse();
+    message.retired = (object.retired !== undefined && object.retired !== null)
+      ? Workload.fromPartial(object.retired)
+      : undefined;
+    message.replacement = (object.replacement !== undefined && object.replacement !== null)
+      ? Workload.fromPartial(object.replacement)
       : undefined;
     return message;
   },
@@ -5130,6 +6364,3352 @@ export const ListHostImagesResponse: MessageFns<ListHostImagesResponse> = {
   },
 };
 
+function createBaseServiceFieldChange(): ServiceFieldChange {
+  return { field: "", kind: "", fromJson: "", toJson: "", impact: "" };
+}
+
+export const ServiceFieldChange: MessageFns<ServiceFieldChange> = {
+  encode(message: ServiceFieldChange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.field !== "") {
+      writer.uint32(10).string(message.field);
+    }
+    if (message.kind !== "") {
+      writer.uint32(18).string(message.kind);
+    }
+    if (message.fromJson !== "") {
+      writer.uint32(26).string(message.fromJson);
+    }
+    if (message.toJson !== "") {
+      writer.uint32(34).string(message.toJson);
+    }
+    if (message.impact !== "") {
+      writer.uint32(42).string(message.impact);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceFieldChange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceFieldChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.field = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.fromJson = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.toJson = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.impact = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceFieldChange {
+    return {
+      field: isSet(object.field) ? globalThis.String(object.field) : "",
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      fromJson: isSet(object.fromJson)
+        ? globalThis.String(object.fromJson)
+        : isSet(object.from_json)
+        ? globalThis.String(object.from_json)
+        : "",
+      toJson: isSet(object.toJson)
+        ? globalThis.String(object.toJson)
+        : isSet(object.to_json)
+        ? globalThis.String(object.to_json)
+        : "",
+      impact: isSet(object.impact) ? globalThis.String(object.impact) : "",
+    };
+  },
+
+  toJSON(message: ServiceFieldChange): unknown {
+    const obj: any = {};
+    if (message.field !== "") {
+      obj.field = message.field;
+    }
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.fromJson !== "") {
+      obj.fromJson = message.fromJson;
+    }
+    if (message.toJson !== "") {
+      obj.toJson = message.toJson;
+    }
+    if (message.impact !== "") {
+      obj.impact = message.impact;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ServiceFieldChange>): ServiceFieldChange {
+    return ServiceFieldChange.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ServiceFieldChange>): ServiceFieldChange {
+    const message = createBaseServiceFieldChange();
+    message.field = object.field ?? "";
+    message.kind = object.kind ?? "";
+    message.fromJson = object.fromJson ?? "";
+    message.toJson = object.toJson ?? "";
+    message.impact = object.impact ?? "";
+    return message;
+  },
+};
+
+function createBaseServiceComponentPlan(): ServiceComponentPlan {
+  return { name: "", action: "", countFrom: 0, countTo: 0, changes: [], replacesInstances: false, reschedules: false };
+}
+
+export const ServiceComponentPlan: MessageFns<ServiceComponentPlan> = {
+  encode(message: ServiceComponentPlan, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.action !== "") {
+      writer.uint32(18).string(message.action);
+    }
+    if (message.countFrom !== 0) {
+      writer.uint32(24).uint32(message.countFrom);
+    }
+    if (message.countTo !== 0) {
+      writer.uint32(32).uint32(message.countTo);
+    }
+    for (const v of message.changes) {
+      ServiceFieldChange.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.replacesInstances !== false) {
+      writer.uint32(48).bool(message.replacesInstances);
+    }
+    if (message.reschedules !== false) {
+      writer.uint32(56).bool(message.reschedules);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceComponentPlan {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceComponentPlan();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.action = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.countFrom = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.countTo = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.changes.push(ServiceFieldChange.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.replacesInstances = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.reschedules = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceComponentPlan {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      action: isSet(object.action) ? globalThis.String(object.action) : "",
+      countFrom: isSet(object.countFrom)
+        ? globalThis.Number(object.countFrom)
+        : isSet(object.count_from)
+        ? globalThis.Number(object.count_from)
+        : 0,
+      countTo: isSet(object.countTo)
+        ? globalThis.Number(object.countTo)
+        : isSet(object.count_to)
+        ? globalThis.Number(object.count_to)
+        : 0,
+      changes: globalThis.Array.isArray(object?.changes)
+        ? object.changes.map((e: any) => ServiceFieldChange.fromJSON(e))
+        : [],
+      replacesInstances: isSet(object.replacesInstances)
+        ? globalThis.Boolean(object.replacesInstances)
+        : isSet(object.replaces_instances)
+        ? globalThis.Boolean(object.replaces_instances)
+        : false,
+      reschedules: isSet(object.reschedules) ? globalThis.Boolean(object.reschedules) : false,
+    };
+  },
+
+  toJSON(message: ServiceComponentPlan): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.action !== "") {
+      obj.action = message.action;
+    }
+    if (message.countFrom !== 0) {
+      obj.countFrom = Math.round(message.countFrom);
+    }
+    if (message.countTo !== 0) {
+      obj.countTo = Math.round(message.countTo);
+    }
+    if (message.changes?.length) {
+      obj.changes = message.changes.map((e) => ServiceFieldChange.toJSON(e));
+    }
+    if (message.replacesInstances !== false) {
+      obj.replacesInstances = message.replacesInstances;
+    }
+    if (message.reschedules !== false) {
+      obj.reschedules = message.reschedules;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ServiceComponentPlan>): ServiceComponentPlan {
+    return ServiceComponentPlan.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ServiceComponentPlan>): ServiceComponentPlan {
+    const message = createBaseServiceComponentPlan();
+    message.name = object.name ?? "";
+    message.action = object.action ?? "";
+    message.countFrom = object.countFrom ?? 0;
+    message.countTo = object.countTo ?? 0;
+    message.changes = object.changes?.map((e) => ServiceFieldChange.fromPartial(e)) || [];
+    message.replacesInstances = object.replacesInstances ?? false;
+    message.reschedules = object.reschedules ?? false;
+    return message;
+  },
+};
+
+function createBaseServicePlan(): ServicePlan {
+  return {
+    service: "",
+    action: "",
+    fromDigest: "",
+    toDigest: "",
+    serviceChanges: [],
+    components: [],
+    summary: [],
+    fromVersion: 0,
+  };
+}
+
+export const ServicePlan: MessageFns<ServicePlan> = {
+  encode(message: ServicePlan, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== "") {
+      writer.uint32(10).string(message.service);
+    }
+    if (message.action !== "") {
+      writer.uint32(18).string(message.action);
+    }
+    if (message.fromDigest !== "") {
+      writer.uint32(26).string(message.fromDigest);
+    }
+    if (message.toDigest !== "") {
+      writer.uint32(34).string(message.toDigest);
+    }
+    for (const v of message.serviceChanges) {
+      ServiceFieldChange.encode(v!, writer.uint32(42).fork()).join();
+    }
+    for (const v of message.components) {
+      ServiceComponentPlan.encode(v!, writer.uint32(50).fork()).join();
+    }
+    for (const v of message.summary) {
+      writer.uint32(58).string(v!);
+    }
+    if (message.fromVersion !== 0) {
+      writer.uint32(64).uint32(message.fromVersion);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServicePlan {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServicePlan();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.action = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.fromDigest = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.toDigest = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.serviceChanges.push(ServiceFieldChange.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.components.push(ServiceComponentPlan.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.summary.push(reader.string());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.fromVersion = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServicePlan {
+    return {
+      service: isSet(object.service) ? globalThis.String(object.service) : "",
+      action: isSet(object.action) ? globalThis.String(object.action) : "",
+      fromDigest: isSet(object.fromDigest)
+        ? globalThis.String(object.fromDigest)
+        : isSet(object.from_digest)
+        ? globalThis.String(object.from_digest)
+        : "",
+      toDigest: isSet(object.toDigest)
+        ? globalThis.String(object.toDigest)
+        : isSet(object.to_digest)
+        ? globalThis.String(object.to_digest)
+        : "",
+      serviceChanges: globalThis.Array.isArray(object?.serviceChanges)
+        ? object.serviceChanges.map((e: any) => ServiceFieldChange.fromJSON(e))
+        : globalThis.Array.isArray(object?.service_changes)
+        ? object.service_changes.map((e: any) => ServiceFieldChange.fromJSON(e))
+        : [],
+      components: globalThis.Array.isArray(object?.components)
+        ? object.components.map((e: any) => ServiceComponentPlan.fromJSON(e))
+        : [],
+      summary: globalThis.Array.isArray(object?.summary) ? object.summary.map((e: any) => globalThis.String(e)) : [],
+      fromVersion: isSet(object.fromVersion)
+        ? globalThis.Number(object.fromVersion)
+        : isSet(object.from_version)
+        ? globalThis.Number(object.from_version)
+        : 0,
+    };
+  },
+
+  toJSON(message: ServicePlan): unknown {
+    const obj: any = {};
+    if (message.service !== "") {
+      obj.service = message.service;
+    }
+    if (message.action !== "") {
+      obj.action = message.action;
+    }
+    if (message.fromDigest !== "") {
+      obj.fromDigest = message.fromDigest;
+    }
+    if (message.toDigest !== "") {
+      obj.toDigest = message.toDigest;
+    }
+    if (message.serviceChanges?.length) {
+      obj.serviceChanges = message.serviceChanges.map((e) => ServiceFieldChange.toJSON(e));
+    }
+    if (message.components?.length) {
+      obj.components = message.components.map((e) => ServiceComponentPlan.toJSON(e));
+    }
+    if (message.summary?.length) {
+      obj.summary = message.summary;
+    }
+    if (message.fromVersion !== 0) {
+      obj.fromVersion = Math.round(message.fromVersion);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ServicePlan>): ServicePlan {
+    return ServicePlan.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ServicePlan>): ServicePlan {
+    const message = createBaseServicePlan();
+    message.service = object.service ?? "";
+    message.action = object.action ?? "";
+    message.fromDigest = object.fromDigest ?? "";
+    message.toDigest = object.toDigest ?? "";
+    message.serviceChanges = object.serviceChanges?.map((e) => ServiceFieldChange.fromPartial(e)) || [];
+    message.components = object.components?.map((e) => ServiceComponentPlan.fromPartial(e)) || [];
+    message.summary = object.summary?.map((e) => e) || [];
+    message.fromVersion = object.fromVersion ?? 0;
+    return message;
+  },
+};
+
+function createBaseServiceVersion(): ServiceVersion {
+  return { version: 0, status: "", digest: "", sourceToml: "", createdAt: undefined };
+}
+
+export const ServiceVersion: MessageFns<ServiceVersion> = {
+  encode(message: ServiceVersion, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint32(message.version);
+    }
+    if (message.status !== "") {
+      writer.uint32(18).string(message.status);
+    }
+    if (message.digest !== "") {
+      writer.uint32(26).string(message.digest);
+    }
+    if (message.sourceToml !== "") {
+      writer.uint32(34).string(message.sourceToml);
+    }
+    if (message.createdAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceVersion {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceVersion();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.status = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.digest = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.sourceToml = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceVersion {
+    return {
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      status: isSet(object.status) ? globalThis.String(object.status) : "",
+      digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
+      sourceToml: isSet(object.sourceToml)
+        ? globalThis.String(object.sourceToml)
+        : isSet(object.source_toml)
+        ? globalThis.String(object.source_toml)
+        : "",
+      createdAt: isSet(object.createdAt)
+        ? fromJsonTimestamp(object.createdAt)
+        : isSet(object.created_at)
+        ? fromJsonTimestamp(object.created_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ServiceVersion): unknown {
+    const obj: any = {};
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.status !== "") {
+      obj.status = message.status;
+    }
+    if (message.digest !== "") {
+      obj.digest = message.digest;
+    }
+    if (message.sourceToml !== "") {
+      obj.sourceToml = message.sourceToml;
+    }
+    if (message.createdAt !== undefined) {
+      obj.createdAt = message.createdAt.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ServiceVersion>): ServiceVersion {
+    return ServiceVersion.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ServiceVersion>): ServiceVersion {
+    const message = createBaseServiceVersion();
+    message.version = object.version ?? 0;
+    message.status = object.status ?? "";
+    message.digest = object.digest ?? "";
+    message.sourceToml = object.sourceToml ?? "";
+    message.createdAt = object.createdAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseServiceDeployment(): ServiceDeployment {
+  return {
+    id: "",
+    fromVersion: 0,
+    toVersion: 0,
+    state: "",
+    reason: "",
+    stepsTotal: 0,
+    stepsDone: 0,
+    events: [],
+    createdAt: undefined,
+    updatedAt: undefined,
+  };
+}
+
+export const ServiceDeployment: MessageFns<ServiceDeployment> = {
+  encode(message: ServiceDeployment, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.fromVersion !== 0) {
+      writer.uint32(16).uint32(message.fromVersion);
+    }
+    if (message.toVersion !== 0) {
+      writer.uint32(24).uint32(message.toVersion);
+    }
+    if (message.state !== "") {
+      writer.uint32(34).string(message.state);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    if (message.stepsTotal !== 0) {
+      writer.uint32(48).uint32(message.stepsTotal);
+    }
+    if (message.stepsDone !== 0) {
+      writer.uint32(56).uint32(message.stepsDone);
+    }
+    for (const v of message.events) {
+      writer.uint32(66).string(v!);
+    }
+    if (message.createdAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(74).fork()).join();
+    }
+    if (message.updatedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(82).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceDeployment {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceDeployment();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.fromVersion = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.toVersion = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.stepsTotal = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.stepsDone = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.events.push(reader.string());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceDeployment {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      fromVersion: isSet(object.fromVersion)
+        ? globalThis.Number(object.fromVersion)
+        : isSet(object.from_version)
+        ? globalThis.Number(object.from_version)
+        : 0,
+      toVersion: isSet(object.toVersion)
+        ? globalThis.Number(object.toVersion)
+        : isSet(object.to_version)
+        ? globalThis.Number(object.to_version)
+        : 0,
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      stepsTotal: isSet(object.stepsTotal)
+        ? globalThis.Number(object.stepsTotal)
+        : isSet(object.steps_total)
+        ? globalThis.Number(object.steps_total)
+        : 0,
+      stepsDone: isSet(object.stepsDone)
+        ? globalThis.Number(object.stepsDone)
+        : isSet(object.steps_done)
+        ? globalThis.Number(object.steps_done)
+        : 0,
+      events: globalThis.Array.isArray(object?.events)
+        ? object.events.map((e: any) => globalThis.String(e))
+        : [],
+      createdAt: isSet(object.createdAt)
+        ? fromJsonTimestamp(object.createdAt)
+        : isSet(object.created_at)
+        ? fromJsonTimestamp(object.created_at)
+        : undefined,
+      updatedAt: isSet(object.updatedAt)
+        ? fromJsonTimestamp(object.updatedAt)
+        : isSet(object.updated_at)
+        ? fromJsonTimestamp(object.updated_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ServiceDeployment): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.fromVersion !== 0) {
+      obj.fromVersion = Math.round(message.fromVersion);
+    }
+    if (message.toVersion !== 0) {
+      obj.toVersion = Math.round(message.toVersion);
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.stepsTotal !== 0) {
+      obj.stepsTotal = Math.round(message.stepsTotal);
+    }
+    if (message.stepsDone !== 0) {
+      obj.stepsDone = Math.round(message.stepsDone);
+    }
+    if (message.events?.length) {
+      obj.events = message.events;
+    }
+    if (message.createdAt !== undefined) {
+      obj.createdAt = message.createdAt.toISOString();
+    }
+    if (message.updatedAt !== undefined) {
+      obj.updatedAt = message.updatedAt.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ServiceDeployment>): ServiceDeployment {
+    return ServiceDeployment.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ServiceDeployment>): ServiceDeployment {
+    const message = createBaseServiceDeployment();
+    message.id = object.id ?? "";
+    message.fromVersion = object.fromVersion ?? 0;
+    message.toVersion = object.toVersion ?? 0;
+    message.state = object.state ?? "";
+    message.reason = object.reason ?? "";
+    message.stepsTotal = object.stepsTotal ?? 0;
+    message.stepsDone = object.stepsDone ?? 0;
+    message.events = object.events?.map((e) => e) || [];
+    message.createdAt = object.createdAt ?? undefined;
+    message.updatedAt = object.updatedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseServiceInstance(): ServiceInstance {
+  return { component: "", index: 0, version: 0, workload: undefined };
+}
+
+export const ServiceInstance: MessageFns<ServiceInstance> = {
+  encode(message: ServiceInstance, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.component !== "") {
+      writer.uint32(10).string(message.component);
+    }
+    if (message.index !== 0) {
+      writer.uint32(16).uint32(message.index);
+    }
+    if (message.version !== 0) {
+      writer.uint32(24).uint32(message.version);
+    }
+    if (message.workload !== undefined) {
+      Workload.encode(message.workload, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceInstance {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceInstance();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.component = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.index = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.version = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.workload = Workload.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceInstance {
+    return {
+      component: isSet(object.component) ? globalThis.String(object.component) : "",
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      workload: isSet(object.workload) ? Workload.fromJSON(object.workload) : undefined,
+    };
+  },
+
+  toJSON(message: ServiceInstance): unknown {
+    const obj: any = {};
+    if (message.component !== "") {
+      obj.component = message.component;
+    }
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.workload !== undefined) {
+      obj.workload = Workload.toJSON(message.workload);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ServiceInstance>): ServiceInstance {
+    return ServiceInstance.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ServiceInstance>): ServiceInstance {
+    const message = createBaseServiceInstance();
+    message.component = object.component ?? "";
+    message.index = object.index ?? 0;
+    message.version = object.version ?? 0;
+    message.workload = (object.workload !== undefined && object.workload !== null)
+      ? Workload.fromPartial(object.workload)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseServiceComponentEntry(): ServiceComponentEntry {
+  return { name: "", state: "", lastVersion: 0 };
+}
+
+export const ServiceComponentEntry: MessageFns<ServiceComponentEntry> = {
+  encode(message: ServiceComponentEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.state !== "") {
+      writer.uint32(18).string(message.state);
+    }
+    if (message.lastVersion !== 0) {
+      writer.uint32(24).uint32(message.lastVersion);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceComponentEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceComponentEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.lastVersion = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceComponentEntry {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      lastVersion: isSet(object.lastVersion)
+        ? globalThis.Number(object.lastVersion)
+        : isSet(object.last_version)
+        ? globalThis.Number(object.last_version)
+        : 0,
+    };
+  },
+
+  toJSON(message: ServiceComponentEntry): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.lastVersion !== 0) {
+      obj.lastVersion = Math.round(message.lastVersion);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ServiceComponentEntry>): ServiceComponentEntry {
+    return ServiceComponentEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ServiceComponentEntry>): ServiceComponentEntry {
+    const message = createBaseServiceComponentEntry();
+    message.name = object.name ?? "";
+    message.state = object.state ?? "";
+    message.lastVersion = object.lastVersion ?? 0;
+    return message;
+  },
+};
+
+function createBaseService(): Service {
+  return {
+    id: "",
+    name: "",
+    teamId: "",
+    currentVersion: 0,
+    state: "",
+    createdAt: undefined,
+    updatedAt: undefined,
+    versions: [],
+    instances: [],
+    latestDeployment: undefined,
+    components: [],
+  };
+}
+
+export const Service: MessageFns<Service> = {
+  encode(message: Service, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(26).string(message.teamId);
+    }
+    if (message.currentVersion !== 0) {
+      writer.uint32(32).uint32(message.currentVersion);
+    }
+    if (message.state !== "") {
+      writer.uint32(42).string(message.state);
+    }
+    if (message.createdAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(50).fork()).join();
+    }
+    if (message.updatedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(58).fork()).join();
+    }
+    for (const v of message.versions) {
+      ServiceVersion.encode(v!, writer.uint32(66).fork()).join();
+    }
+    for (const v of message.instances) {
+      ServiceInstance.encode(v!, writer.uint32(74).fork()).join();
+    }
+    if (message.latestDeployment !== undefined) {
+      ServiceDeployment.encode(message.latestDeployment, writer.uint32(82).fork()).join();
+    }
+    for (const v of message.components) {
+      ServiceComponentEntry.encode(v!, writer.uint32(90).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Service {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseService();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.currentVersion = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.versions.push(ServiceVersion.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.instances.push(ServiceInstance.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.latestDeployment = ServiceDeployment.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.components.push(ServiceComponentEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Service {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      currentVersion: isSet(object.currentVersion)
+        ? globalThis.Number(object.currentVersion)
+        : isSet(object.current_version)
+        ? globalThis.Number(object.current_version)
+        : 0,
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      createdAt: isSet(object.createdAt)
+        ? fromJsonTimestamp(object.createdAt)
+        : isSet(object.created_at)
+        ? fromJsonTimestamp(object.created_at)
+        : undefined,
+      updatedAt: isSet(object.updatedAt)
+        ? fromJsonTimestamp(object.updatedAt)
+        : isSet(object.updated_at)
+        ? fromJsonTimestamp(object.updated_at)
+        : undefined,
+      versions: globalThis.Array.isArray(object?.versions)
+        ? object.versions.map((e: any) => ServiceVersion.fromJSON(e))
+        : [],
+      instances: globalThis.Array.isArray(object?.instances)
+        ? object.instances.map((e: any) => ServiceInstance.fromJSON(e))
+        : [],
+      latestDeployment: isSet(object.latestDeployment)
+        ? ServiceDeployment.fromJSON(object.latestDeployment)
+        : isSet(object.latest_deployment)
+        ? ServiceDeployment.fromJSON(object.latest_deployment)
+        : undefined,
+      components: globalThis.Array.isArray(object?.components)
+        ? object.components.map((e: any) => ServiceComponentEntry.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: Service): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.currentVersion !== 0) {
+      obj.currentVersion = Math.round(message.currentVersion);
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.createdAt !== undefined) {
+      obj.createdAt = message.createdAt.toISOString();
+    }
+    if (message.updatedAt !== undefined) {
+      obj.updatedAt = message.updatedAt.toISOString();
+    }
+    if (message.versions?.length) {
+      obj.versions = message.versions.map((e) => ServiceVersion.toJSON(e));
+    }
+    if (message.instances?.length) {
+      obj.instances = message.instances.map((e) => ServiceInstance.toJSON(e));
+    }
+    if (message.latestDeployment !== undefined) {
+      obj.latestDeployment = ServiceDeployment.toJSON(message.latestDeployment);
+    }
+    if (message.components?.length) {
+      obj.components = message.components.map((e) => ServiceComponentEntry.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Service>): Service {
+    return Service.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Service>): Service {
+    const message = createBaseService();
+    message.id = object.id ?? "";
+    message.name = object.name ?? "";
+    message.teamId = object.teamId ?? "";
+    message.currentVersion = object.currentVersion ?? 0;
+    message.state = object.state ?? "";
+    message.createdAt = object.createdAt ?? undefined;
+    message.updatedAt = object.updatedAt ?? undefined;
+    message.versions = object.versions?.map((e) => ServiceVersion.fromPartial(e)) || [];
+    message.instances = object.instances?.map((e) => ServiceInstance.fromPartial(e)) || [];
+    message.latestDeployment = (object.latestDeployment !== undefined && object.latestDeployment !== null)
+      ? ServiceDeployment.fromPartial(object.latestDeployment)
+      : undefined;
+    message.components = object.components?.map((e) => ServiceComponentEntry.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePlanServiceRequest(): PlanServiceRequest {
+  return { teamId: "", definitionToml: "" };
+}
+
+export const PlanServiceRequest: MessageFns<PlanServiceRequest> = {
+  encode(message: PlanServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.teamId !== "") {
+      writer.uint32(10).string(message.teamId);
+    }
+    if (message.definitionToml !== "") {
+      writer.uint32(18).string(message.definitionToml);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.definitionToml = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanServiceRequest {
+    return {
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      definitionToml: isSet(object.definitionToml)
+        ? globalThis.String(object.definitionToml)
+        : isSet(object.definition_toml)
+        ? globalThis.String(object.definition_toml)
+        : "",
+    };
+  },
+
+  toJSON(message: PlanServiceRequest): unknown {
+    const obj: any = {};
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.definitionToml !== "") {
+      obj.definitionToml = message.definitionToml;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlanServiceRequest>): PlanServiceRequest {
+    return PlanServiceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlanServiceRequest>): PlanServiceRequest {
+    const message = createBasePlanServiceRequest();
+    message.teamId = object.teamId ?? "";
+    message.definitionToml = object.definitionToml ?? "";
+    return message;
+  },
+};
+
+function createBasePlanServiceResponse(): PlanServiceResponse {
+  return { plan: undefined };
+}
+
+export const PlanServiceResponse: MessageFns<PlanServiceResponse> = {
+  encode(message: PlanServiceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.plan !== undefined) {
+      ServicePlan.encode(message.plan, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanServiceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanServiceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plan = ServicePlan.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanServiceResponse {
+    return { plan: isSet(object.plan) ? ServicePlan.fromJSON(object.plan) : undefined };
+  },
+
+  toJSON(message: PlanServiceResponse): unknown {
+    const obj: any = {};
+    if (message.plan !== undefined) {
+      obj.plan = ServicePlan.toJSON(message.plan);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlanServiceResponse>): PlanServiceResponse {
+    return PlanServiceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlanServiceResponse>): PlanServiceResponse {
+    const message = createBasePlanServiceResponse();
+    message.plan = (object.plan !== undefined && object.plan !== null)
+      ? ServicePlan.fromPartial(object.plan)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeployServiceRequest(): DeployServiceRequest {
+  return { teamId: "", definitionToml: "", wait: false };
+}
+
+export const DeployServiceRequest: MessageFns<DeployServiceRequest> = {
+  encode(message: DeployServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.teamId !== "") {
+      writer.uint32(10).string(message.teamId);
+    }
+    if (message.definitionToml !== "") {
+      writer.uint32(18).string(message.definitionToml);
+    }
+    if (message.wait !== false) {
+      writer.uint32(24).bool(message.wait);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeployServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeployServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.definitionToml = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.wait = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeployServiceRequest {
+    return {
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      definitionToml: isSet(object.definitionToml)
+        ? globalThis.String(object.definitionToml)
+        : isSet(object.definition_toml)
+        ? globalThis.String(object.definition_toml)
+        : "",
+      wait: isSet(object.wait) ? globalThis.Boolean(object.wait) : false,
+    };
+  },
+
+  toJSON(message: DeployServiceRequest): unknown {
+    const obj: any = {};
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.definitionToml !== "") {
+      obj.definitionToml = message.definitionToml;
+    }
+    if (message.wait !== false) {
+      obj.wait = message.wait;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeployServiceRequest>): DeployServiceRequest {
+    return DeployServiceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeployServiceRequest>): DeployServiceRequest {
+    const message = createBaseDeployServiceRequest();
+    message.teamId = object.teamId ?? "";
+    message.definitionToml = object.definitionToml ?? "";
+    message.wait = object.wait ?? false;
+    return message;
+  },
+};
+
+function createBaseDeployServiceResponse(): DeployServiceResponse {
+  return { service: undefined, deployment: undefined, plan: undefined };
+}
+
+export const DeployServiceResponse: MessageFns<DeployServiceResponse> = {
+  encode(message: DeployServiceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== undefined) {
+      Service.encode(message.service, writer.uint32(10).fork()).join();
+    }
+    if (message.deployment !== undefined) {
+      ServiceDeployment.encode(message.deployment, writer.uint32(18).fork()).join();
+    }
+    if (message.plan !== undefined) {
+      ServicePlan.encode(message.plan, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeployServiceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeployServiceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = Service.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.deployment = ServiceDeployment.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.plan = ServicePlan.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeployServiceResponse {
+    return {
+      service: isSet(object.service) ? Service.fromJSON(object.service) : undefined,
+      deployment: isSet(object.deployment) ? ServiceDeployment.fromJSON(object.deployment) : undefined,
+      plan: isSet(object.plan) ? ServicePlan.fromJSON(object.plan) : undefined,
+    };
+  },
+
+  toJSON(message: DeployServiceResponse): unknown {
+    const obj: any = {};
+    if (message.service !== undefined) {
+      obj.service = Service.toJSON(message.service);
+    }
+    if (message.deployment !== undefined) {
+      obj.deployment = ServiceDeployment.toJSON(message.deployment);
+    }
+    if (message.plan !== undefined) {
+      obj.plan = ServicePlan.toJSON(message.plan);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeployServiceResponse>): DeployServiceResponse {
+    return DeployServiceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeployServiceResponse>): DeployServiceResponse {
+    const message = createBaseDeployServiceResponse();
+    message.service = (object.service !== undefined && object.service !== null)
+      ? Service.fromPartial(object.service)
+      : undefined;
+    message.deployment = (object.deployment !== undefined && object.deployment !== null)
+      ? ServiceDeployment.fromPartial(object.deployment)
+      : undefined;
+    message.plan = (object.plan !== undefined && object.plan !== null)
+      ? ServicePlan.fromPartial(object.plan)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetServiceRequest(): GetServiceRequest {
+  return { teamId: "", name: "" };
+}
+
+export const GetServiceRequest: MessageFns<GetServiceRequest> = {
+  encode(message: GetServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.teamId !== "") {
+      writer.uint32(10).string(message.teamId);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetServiceRequest {
+    return {
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+    };
+  },
+
+  toJSON(message: GetServiceRequest): unknown {
+    const obj: any = {};
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetServiceRequest>): GetServiceRequest {
+    return GetServiceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetServiceRequest>): GetServiceRequest {
+    const message = createBaseGetServiceRequest();
+    message.teamId = object.teamId ?? "";
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseGetServiceResponse(): GetServiceResponse {
+  return { service: undefined };
+}
+
+export const GetServiceResponse: MessageFns<GetServiceResponse> = {
+  encode(message: GetServiceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== undefined) {
+      Service.encode(message.service, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetServiceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetServiceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = Service.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetServiceResponse {
+    return { service: isSet(object.service) ? Service.fromJSON(object.service) : undefined };
+  },
+
+  toJSON(message: GetServiceResponse): unknown {
+    const obj: any = {};
+    if (message.service !== undefined) {
+      obj.service = Service.toJSON(message.service);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetServiceResponse>): GetServiceResponse {
+    return GetServiceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetServiceResponse>): GetServiceResponse {
+    const message = createBaseGetServiceResponse();
+    message.service = (object.service !== undefined && object.service !== null)
+      ? Service.fromPartial(object.service)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListServicesRequest(): ListServicesRequest {
+  return { teamId: "" };
+}
+
+export const ListServicesRequest: MessageFns<ListServicesRequest> = {
+  encode(message: ListServicesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.teamId !== "") {
+      writer.uint32(10).string(message.teamId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListServicesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListServicesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListServicesRequest {
+    return {
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ListServicesRequest): unknown {
+    const obj: any = {};
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListServicesRequest>): ListServicesRequest {
+    return ListServicesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListServicesRequest>): ListServicesRequest {
+    const message = createBaseListServicesRequest();
+    message.teamId = object.teamId ?? "";
+    return message;
+  },
+};
+
+function createBaseListServicesResponse(): ListServicesResponse {
+  return { services: [] };
+}
+
+export const ListServicesResponse: MessageFns<ListServicesResponse> = {
+  encode(message: ListServicesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.services) {
+      Service.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListServicesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListServicesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.services.push(Service.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListServicesResponse {
+    return {
+      services: globalThis.Array.isArray(object?.services) ? object.services.map((e: any) => Service.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListServicesResponse): unknown {
+    const obj: any = {};
+    if (message.services?.length) {
+      obj.services = message.services.map((e) => Service.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListServicesResponse>): ListServicesResponse {
+    return ListServicesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListServicesResponse>): ListServicesResponse {
+    const message = createBaseListServicesResponse();
+    message.services = object.services?.map((e) => Service.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseStopServiceRequest(): StopServiceRequest {
+  return { teamId: "", name: "", timeoutSeconds: 0 };
+}
+
+export const StopServiceRequest: MessageFns<StopServiceRequest> = {
+  encode(message: StopServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.teamId !== "") {
+      writer.uint32(10).string(message.teamId);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.timeoutSeconds !== 0) {
+      writer.uint32(24).uint32(message.timeoutSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StopServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStopServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.timeoutSeconds = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StopServiceRequest {
+    return {
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      timeoutSeconds: isSet(object.timeoutSeconds)
+        ? globalThis.Number(object.timeoutSeconds)
+        : isSet(object.timeout_seconds)
+        ? globalThis.Number(object.timeout_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: StopServiceRequest): unknown {
+    const obj: any = {};
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.timeoutSeconds !== 0) {
+      obj.timeoutSeconds = Math.round(message.timeoutSeconds);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<StopServiceRequest>): StopServiceRequest {
+    return StopServiceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StopServiceRequest>): StopServiceRequest {
+    const message = createBaseStopServiceRequest();
+    message.teamId = object.teamId ?? "";
+    message.name = object.name ?? "";
+    message.timeoutSeconds = object.timeoutSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseStopServiceResponse(): StopServiceResponse {
+  return { service: undefined };
+}
+
+export const StopServiceResponse: MessageFns<StopServiceResponse> = {
+  encode(message: StopServiceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== undefined) {
+      Service.encode(message.service, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StopServiceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStopServiceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = Service.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StopServiceResponse {
+    return { service: isSet(object.service) ? Service.fromJSON(object.service) : undefined };
+  },
+
+  toJSON(message: StopServiceResponse): unknown {
+    const obj: any = {};
+    if (message.service !== undefined) {
+      obj.service = Service.toJSON(message.service);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<StopServiceResponse>): StopServiceResponse {
+    return StopServiceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StopServiceResponse>): StopServiceResponse {
+    const message = createBaseStopServiceResponse();
+    message.service = (object.service !== undefined && object.service !== null)
+      ? Service.fromPartial(object.service)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUndeployServiceRequest(): UndeployServiceRequest {
+  return { teamId: "", name: "", timeoutSeconds: 0 };
+}
+
+export const UndeployServiceRequest: MessageFns<UndeployServiceRequest> = {
+  encode(message: UndeployServiceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.teamId !== "") {
+      writer.uint32(10).string(message.teamId);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.timeoutSeconds !== 0) {
+      writer.uint32(24).uint32(message.timeoutSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UndeployServiceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUndeployServiceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.timeoutSeconds = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UndeployServiceRequest {
+    return {
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      timeoutSeconds: isSet(object.timeoutSeconds)
+        ? globalThis.Number(object.timeoutSeconds)
+        : isSet(object.timeout_seconds)
+        ? globalThis.Number(object.timeout_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: UndeployServiceRequest): unknown {
+    const obj: any = {};
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.timeoutSeconds !== 0) {
+      obj.timeoutSeconds = Math.round(message.timeoutSeconds);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UndeployServiceRequest>): UndeployServiceRequest {
+    return UndeployServiceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UndeployServiceRequest>): UndeployServiceRequest {
+    const message = createBaseUndeployServiceRequest();
+    message.teamId = object.teamId ?? "";
+    message.name = object.name ?? "";
+    message.timeoutSeconds = object.timeoutSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseUndeployServiceResponse(): UndeployServiceResponse {
+  return { service: undefined };
+}
+
+export const UndeployServiceResponse: MessageFns<UndeployServiceResponse> = {
+  encode(message: UndeployServiceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== undefined) {
+      Service.encode(message.service, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UndeployServiceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUndeployServiceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = Service.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UndeployServiceResponse {
+    return { service: isSet(object.service) ? Service.fromJSON(object.service) : undefined };
+  },
+
+  toJSON(message: UndeployServiceResponse): unknown {
+    const obj: any = {};
+    if (message.service !== undefined) {
+      obj.service = Service.toJSON(message.service);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UndeployServiceResponse>): UndeployServiceResponse {
+    return UndeployServiceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UndeployServiceResponse>): UndeployServiceResponse {
+    const message = createBaseUndeployServiceResponse();
+    message.service = (object.service !== undefined && object.service !== null)
+      ? Service.fromPartial(object.service)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePurgeComponentsRequest(): PurgeComponentsRequest {
+  return { teamId: "", name: "", dryRun: false };
+}
+
+export const PurgeComponentsRequest: MessageFns<PurgeComponentsRequest> = {
+  encode(message: PurgeComponentsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.teamId !== "") {
+      writer.uint32(10).string(message.teamId);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(24).bool(message.dryRun);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgeComponentsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgeComponentsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgeComponentsRequest {
+    return {
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+    };
+  },
+
+  toJSON(message: PurgeComponentsRequest): unknown {
+    const obj: any = {};
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PurgeComponentsRequest>): PurgeComponentsRequest {
+    return PurgeComponentsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PurgeComponentsRequest>): PurgeComponentsRequest {
+    const message = createBasePurgeComponentsRequest();
+    message.teamId = object.teamId ?? "";
+    message.name = object.name ?? "";
+    message.dryRun = object.dryRun ?? false;
+    return message;
+  },
+};
+
+function createBasePurgedComponent(): PurgedComponent {
+  return { name: "", reason: "" };
+}
+
+export const PurgedComponent: MessageFns<PurgedComponent> = {
+  encode(message: PurgedComponent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgedComponent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgedComponent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgedComponent {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: PurgedComponent): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PurgedComponent>): PurgedComponent {
+    return PurgedComponent.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PurgedComponent>): PurgedComponent {
+    const message = createBasePurgedComponent();
+    message.name = object.name ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBasePurgeComponentsResponse(): PurgeComponentsResponse {
+  return { dryRun: false, purged: [], refused: [], serviceDeleted: false };
+}
+
+export const PurgeComponentsResponse: MessageFns<PurgeComponentsResponse> = {
+  encode(message: PurgeComponentsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dryRun !== false) {
+      writer.uint32(8).bool(message.dryRun);
+    }
+    for (const v of message.purged) {
+      PurgedComponent.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.refused) {
+      PurgedComponent.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.serviceDeleted !== false) {
+      writer.uint32(32).bool(message.serviceDeleted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgeComponentsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgeComponentsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.purged.push(PurgedComponent.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.refused.push(PurgedComponent.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.serviceDeleted = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgeComponentsResponse {
+    return {
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+      purged: globalThis.Array.isArray(object?.purged)
+        ? object.purged.map((e: any) => PurgedComponent.fromJSON(e))
+        : [],
+      refused: globalThis.Array.isArray(object?.refused)
+        ? object.refused.map((e: any) => PurgedComponent.fromJSON(e))
+        : [],
+      serviceDeleted: isSet(object.serviceDeleted)
+        ? globalThis.Boolean(object.serviceDeleted)
+        : isSet(object.service_deleted)
+        ? globalThis.Boolean(object.service_deleted)
+        : false,
+    };
+  },
+
+  toJSON(message: PurgeComponentsResponse): unknown {
+    const obj: any = {};
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    if (message.purged?.length) {
+      obj.purged = message.purged.map((e) => PurgedComponent.toJSON(e));
+    }
+    if (message.refused?.length) {
+      obj.refused = message.refused.map((e) => PurgedComponent.toJSON(e));
+    }
+    if (message.serviceDeleted !== false) {
+      obj.serviceDeleted = message.serviceDeleted;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PurgeComponentsResponse>): PurgeComponentsResponse {
+    return PurgeComponentsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PurgeComponentsResponse>): PurgeComponentsResponse {
+    const message = createBasePurgeComponentsResponse();
+    message.dryRun = object.dryRun ?? false;
+    message.purged = object.purged?.map((e) => PurgedComponent.fromPartial(e)) || [];
+    message.refused = object.refused?.map((e) => PurgedComponent.fromPartial(e)) || [];
+    message.serviceDeleted = object.serviceDeleted ?? false;
+    return message;
+  },
+};
+
+function createBasePullHostImageRequest(): PullHostImageRequest {
+  return { hostId: "", teamId: "", image: undefined };
+}
+
+export const PullHostImageRequest: MessageFns<PullHostImageRequest> = {
+  encode(message: PullHostImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    if (message.image !== undefined) {
+      PullImageRequest.encode(message.image, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PullHostImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePullHostImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.image = PullImageRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PullHostImageRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      image: isSet(object.image) ? PullImageRequest.fromJSON(object.image) : undefined,
+    };
+  },
+
+  toJSON(message: PullHostImageRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.image !== undefined) {
+      obj.image = PullImageRequest.toJSON(message.image);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PullHostImageRequest>): PullHostImageRequest {
+    return PullHostImageRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PullHostImageRequest>): PullHostImageRequest {
+    const message = createBasePullHostImageRequest();
+    message.hostId = object.hostId ?? "";
+    message.teamId = object.teamId ?? "";
+    message.image = (object.image !== undefined && object.image !== null)
+      ? PullImageRequest.fromPartial(object.image)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePullHostImageResponse(): PullHostImageResponse {
+  return { kind: undefined };
+}
+
+export const PullHostImageResponse: MessageFns<PullHostImageResponse> = {
+  encode(message: PullHostImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "progress":
+        PullImageProgress.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "result":
+        PullImageResult.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PullHostImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePullHostImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "progress", value: PullImageProgress.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "result", value: PullImageResult.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PullHostImageResponse {
+    return {
+      kind: isSet(object.progress)
+        ? { $case: "progress", value: PullImageProgress.fromJSON(object.progress) }
+        : isSet(object.result)
+        ? { $case: "result", value: PullImageResult.fromJSON(object.result) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: PullHostImageResponse): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "progress") {
+      obj.progress = PullImageProgress.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "result") {
+      obj.result = PullImageResult.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PullHostImageResponse>): PullHostImageResponse {
+    return PullHostImageResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PullHostImageResponse>): PullHostImageResponse {
+    const message = createBasePullHostImageResponse();
+    switch (object.kind?.$case) {
+      case "progress": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "progress", value: PullImageProgress.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "result": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "result", value: PullImageResult.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseMigrateHostWorkloadsRequest(): MigrateHostWorkloadsRequest {
+  return { hostId: "", teamId: "", maxParallel: 0, readyTimeoutSeconds: 0 };
+}
+
+export const MigrateHostWorkloadsRequest: MessageFns<MigrateHostWorkloadsRequest> = {
+  encode(message: MigrateHostWorkloadsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.teamId !== "") {
+      writer.uint32(18).string(message.teamId);
+    }
+    if (message.maxParallel !== 0) {
+      writer.uint32(24).uint32(message.maxParallel);
+    }
+    if (message.readyTimeoutSeconds !== 0) {
+      writer.uint32(32).uint32(message.readyTimeoutSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MigrateHostWorkloadsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigrateHostWorkloadsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxParallel = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.readyTimeoutSeconds = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MigrateHostWorkloadsRequest {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      maxParallel: isSet(object.maxParallel)
+        ? globalThis.Number(object.maxParallel)
+        : isSet(object.max_parallel)
+        ? globalThis.Number(object.max_parallel)
+        : 0,
+      readyTimeoutSeconds: isSet(object.readyTimeoutSeconds)
+        ? globalThis.Number(object.readyTimeoutSeconds)
+        : isSet(object.ready_timeout_seconds)
+        ? globalThis.Number(object.ready_timeout_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: MigrateHostWorkloadsRequest): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.maxParallel !== 0) {
+      obj.maxParallel = Math.round(message.maxParallel);
+    }
+    if (message.readyTimeoutSeconds !== 0) {
+      obj.readyTimeoutSeconds = Math.round(message.readyTimeoutSeconds);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MigrateHostWorkloadsRequest>): MigrateHostWorkloadsRequest {
+    return MigrateHostWorkloadsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MigrateHostWorkloadsRequest>): MigrateHostWorkloadsRequest {
+    const message = createBaseMigrateHostWorkloadsRequest();
+    message.hostId = object.hostId ?? "";
+    message.teamId = object.teamId ?? "";
+    message.maxParallel = object.maxParallel ?? 0;
+    message.readyTimeoutSeconds = object.readyTimeoutSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseWorkloadMigration(): WorkloadMigration {
+  return { workloadId: "", name: "", outcome: "", replacementId: "", toHostId: "", reason: "" };
+}
+
+export const WorkloadMigration: MessageFns<WorkloadMigration> = {
+  encode(message: WorkloadMigration, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workloadId !== "") {
+      writer.uint32(10).string(message.workloadId);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.outcome !== "") {
+      writer.uint32(26).string(message.outcome);
+    }
+    if (message.replacementId !== "") {
+      writer.uint32(34).string(message.replacementId);
+    }
+    if (message.toHostId !== "") {
+      writer.uint32(42).string(message.toHostId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(50).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkloadMigration {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkloadMigration();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workloadId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.outcome = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.replacementId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.toHostId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WorkloadMigration {
+    return {
+      workloadId: isSet(object.workloadId)
+        ? globalThis.String(object.workloadId)
+        : isSet(object.workload_id)
+        ? globalThis.String(object.workload_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      outcome: isSet(object.outcome) ? globalThis.String(object.outcome) : "",
+      replacementId: isSet(object.replacementId)
+        ? globalThis.String(object.replacementId)
+        : isSet(object.replacement_id)
+        ? globalThis.String(object.replacement_id)
+        : "",
+      toHostId: isSet(object.toHostId)
+        ? globalThis.String(object.toHostId)
+        : isSet(object.to_host_id)
+        ? globalThis.String(object.to_host_id)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: WorkloadMigration): unknown {
+    const obj: any = {};
+    if (message.workloadId !== "") {
+      obj.workloadId = message.workloadId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.outcome !== "") {
+      obj.outcome = message.outcome;
+    }
+    if (message.replacementId !== "") {
+      obj.replacementId = message.replacementId;
+    }
+    if (message.toHostId !== "") {
+      obj.toHostId = message.toHostId;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WorkloadMigration>): WorkloadMigration {
+    return WorkloadMigration.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkloadMigration>): WorkloadMigration {
+    const message = createBaseWorkloadMigration();
+    message.workloadId = object.workloadId ?? "";
+    message.name = object.name ?? "";
+    message.outcome = object.outcome ?? "";
+    message.replacementId = object.replacementId ?? "";
+    message.toHostId = object.toHostId ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseMigrateHostWorkloadsResponse(): MigrateHostWorkloadsResponse {
+  return { migrations: [] };
+}
+
+export const MigrateHostWorkloadsResponse: MessageFns<MigrateHostWorkloadsResponse> = {
+  encode(message: MigrateHostWorkloadsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.migrations) {
+      WorkloadMigration.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MigrateHostWorkloadsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigrateHostWorkloadsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.migrations.push(WorkloadMigration.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MigrateHostWorkloadsResponse {
+    return {
+      migrations: globalThis.Array.isArray(object?.migrations)
+        ? object.migrations.map((e: any) => WorkloadMigration.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: MigrateHostWorkloadsResponse): unknown {
+    const obj: any = {};
+    if (message.migrations?.length) {
+      obj.migrations = message.migrations.map((e) => WorkloadMigration.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MigrateHostWorkloadsResponse>): MigrateHostWorkloadsResponse {
+    return MigrateHostWorkloadsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MigrateHostWorkloadsResponse>): MigrateHostWorkloadsResponse {
+    const message = createBaseMigrateHostWorkloadsResponse();
+    message.migrations = object.migrations?.map((e) => WorkloadMigration.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /** Places workloads on hosts and drives them through their lifecycle. */
 export type SchedulerServiceService = typeof SchedulerServiceService;
 export const SchedulerServiceService = {
@@ -5297,6 +9877,35 @@ export const SchedulerServiceService = {
     responseDeserialize: (value: Buffer): RestoreWorkloadResponse => RestoreWorkloadResponse.decode(value),
   },
   /**
+   * The snapshots of workload `id` on its host (team-scoped like
+   * SnapshotWorkload; a finished workload's are listed too, a workload that
+   * never had a host has none).
+   */
+  listWorkloadSnapshots: {
+    path: "/corral.scheduler.v1.SchedulerService/ListWorkloadSnapshots" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListWorkloadSnapshotsRequest): Buffer =>
+      Buffer.from(ListWorkloadSnapshotsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListWorkloadSnapshotsRequest => ListWorkloadSnapshotsRequest.decode(value),
+    responseSerialize: (value: ListWorkloadSnapshotsResponse): Buffer =>
+      Buffer.from(ListWorkloadSnapshotsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListWorkloadSnapshotsResponse => ListWorkloadSnapshotsResponse.decode(value),
+  },
+  /** Removes one snapshot of workload `id` from its host. Idempotent. */
+  deleteWorkloadSnapshot: {
+    path: "/corral.scheduler.v1.SchedulerService/DeleteWorkloadSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteWorkloadSnapshotRequest): Buffer =>
+      Buffer.from(DeleteWorkloadSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteWorkloadSnapshotRequest => DeleteWorkloadSnapshotRequest.decode(value),
+    responseSerialize: (value: DeleteWorkloadSnapshotResponse): Buffer =>
+      Buffer.from(DeleteWorkloadSnapshotResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteWorkloadSnapshotResponse =>
+      DeleteWorkloadSnapshotResponse.decode(value),
+  },
+  /**
    * Tears a workload down on its host (tearing_down, then retired): stops it
    * first when `force`, else FAILED_PRECONDITION while it is live.
    * Idempotent: a retired workload is returned unchanged. A workload whose
@@ -5312,6 +9921,54 @@ export const SchedulerServiceService = {
     responseSerialize: (value: DestroyWorkloadResponse): Buffer =>
       Buffer.from(DestroyWorkloadResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DestroyWorkloadResponse => DestroyWorkloadResponse.decode(value),
+  },
+  /**
+   * The reconciler's resumption of an interrupted teardown (DestroyWorkload
+   * with force). Only with the current reconciler epoch.
+   */
+  resumeTeardown: {
+    path: "/corral.scheduler.v1.SchedulerService/ResumeTeardown" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResumeTeardownRequest): Buffer =>
+      Buffer.from(ResumeTeardownRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResumeTeardownRequest => ResumeTeardownRequest.decode(value),
+    responseSerialize: (value: ResumeTeardownResponse): Buffer =>
+      Buffer.from(ResumeTeardownResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResumeTeardownResponse => ResumeTeardownResponse.decode(value),
+  },
+  /**
+   * The reconciler's restart of an ended or vanished workload on the same
+   * host (same id and spec, restarts + 1). Only with the current reconciler
+   * epoch; idempotent per attempt.
+   */
+  restartWorkload: {
+    path: "/corral.scheduler.v1.SchedulerService/RestartWorkload" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RestartWorkloadRequest): Buffer =>
+      Buffer.from(RestartWorkloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RestartWorkloadRequest => RestartWorkloadRequest.decode(value),
+    responseSerialize: (value: RestartWorkloadResponse): Buffer =>
+      Buffer.from(RestartWorkloadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RestartWorkloadResponse => RestartWorkloadResponse.decode(value),
+  },
+  /**
+   * The reconciler's replacement of a workload whose host is down: a new
+   * workload with the same spec and service slot placed on another host,
+   * the old one retired (in one transaction, so it happens once). Only with
+   * the current reconciler epoch.
+   */
+  replaceWorkload: {
+    path: "/corral.scheduler.v1.SchedulerService/ReplaceWorkload" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReplaceWorkloadRequest): Buffer =>
+      Buffer.from(ReplaceWorkloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReplaceWorkloadRequest => ReplaceWorkloadRequest.decode(value),
+    responseSerialize: (value: ReplaceWorkloadResponse): Buffer =>
+      Buffer.from(ReplaceWorkloadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReplaceWorkloadResponse => ReplaceWorkloadResponse.decode(value),
   },
   /**
    * The agent's ImportImage, proxied to host `host_id` (first message): an
@@ -5340,6 +9997,130 @@ export const SchedulerServiceService = {
     responseSerialize: (value: ListHostImagesResponse): Buffer =>
       Buffer.from(ListHostImagesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListHostImagesResponse => ListHostImagesResponse.decode(value),
+  },
+  /**
+   * Moves every live workload off draining host `host_id` (the caller's
+   * team's only, unless empty): for each, a replacement with the same spec
+   * and service slot placed on another host, waited for until running, then
+   * the original stopped and torn down; at most `max_parallel` (default 1)
+   * at a time. Idempotent: a workload already replaced keeps its
+   * replacement (the link is recorded in the original's events).
+   * FAILED_PRECONDITION unless the host is draining.
+   */
+  migrateHostWorkloads: {
+    path: "/corral.scheduler.v1.SchedulerService/MigrateHostWorkloads" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MigrateHostWorkloadsRequest): Buffer =>
+      Buffer.from(MigrateHostWorkloadsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MigrateHostWorkloadsRequest => MigrateHostWorkloadsRequest.decode(value),
+    responseSerialize: (value: MigrateHostWorkloadsResponse): Buffer =>
+      Buffer.from(MigrateHostWorkloadsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MigrateHostWorkloadsResponse => MigrateHostWorkloadsResponse.decode(value),
+  },
+  /**
+   * The agent's PullImage on host `host_id`, with the same access rules.
+   * Cancelling the call cancels the agent's (which kills the pull).
+   */
+  pullHostImage: {
+    path: "/corral.scheduler.v1.SchedulerService/PullHostImage" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: PullHostImageRequest): Buffer => Buffer.from(PullHostImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PullHostImageRequest => PullHostImageRequest.decode(value),
+    responseSerialize: (value: PullHostImageResponse): Buffer =>
+      Buffer.from(PullHostImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PullHostImageResponse => PullHostImageResponse.decode(value),
+  },
+  /**
+   * Service deploys: TOML definitions -> components -> instances. Every
+   * call carries the caller's team like the workload rpcs; another team's
+   * service is NOT_FOUND.
+   * What deploying `definition_toml` would change (nothing is recorded).
+   */
+  planService: {
+    path: "/corral.scheduler.v1.SchedulerService/PlanService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PlanServiceRequest): Buffer => Buffer.from(PlanServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PlanServiceRequest => PlanServiceRequest.decode(value),
+    responseSerialize: (value: PlanServiceResponse): Buffer => Buffer.from(PlanServiceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PlanServiceResponse => PlanServiceResponse.decode(value),
+  },
+  /**
+   * Records the definition as the service's next version and rolls it out
+   * (creates, health-gated rolling replacements, removals; automatic revert
+   * on failure). Answers once the rollout has started, or with `wait` once
+   * it has ended. FAILED_PRECONDITION while another rollout runs.
+   */
+  deployService: {
+    path: "/corral.scheduler.v1.SchedulerService/DeployService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeployServiceRequest): Buffer => Buffer.from(DeployServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeployServiceRequest => DeployServiceRequest.decode(value),
+    responseSerialize: (value: DeployServiceResponse): Buffer =>
+      Buffer.from(DeployServiceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeployServiceResponse => DeployServiceResponse.decode(value),
+  },
+  /** A service with its versions, instances (hosts, ports) and latest rollout. */
+  getService: {
+    path: "/corral.scheduler.v1.SchedulerService/GetService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetServiceRequest): Buffer => Buffer.from(GetServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetServiceRequest => GetServiceRequest.decode(value),
+    responseSerialize: (value: GetServiceResponse): Buffer => Buffer.from(GetServiceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetServiceResponse => GetServiceResponse.decode(value),
+  },
+  listServices: {
+    path: "/corral.scheduler.v1.SchedulerService/ListServices" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListServicesRequest): Buffer => Buffer.from(ListServicesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListServicesRequest => ListServicesRequest.decode(value),
+    responseSerialize: (value: ListServicesResponse): Buffer =>
+      Buffer.from(ListServicesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListServicesResponse => ListServicesResponse.decode(value),
+  },
+  /** Stops every instance; the service and its definition stay. Idempotent. */
+  stopService: {
+    path: "/corral.scheduler.v1.SchedulerService/StopService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: StopServiceRequest): Buffer => Buffer.from(StopServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StopServiceRequest => StopServiceRequest.decode(value),
+    responseSerialize: (value: StopServiceResponse): Buffer => Buffer.from(StopServiceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): StopServiceResponse => StopServiceResponse.decode(value),
+  },
+  /** Stops and tears down every instance and marks the service removed. Idempotent. */
+  undeployService: {
+    path: "/corral.scheduler.v1.SchedulerService/UndeployService" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UndeployServiceRequest): Buffer =>
+      Buffer.from(UndeployServiceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UndeployServiceRequest => UndeployServiceRequest.decode(value),
+    responseSerialize: (value: UndeployServiceResponse): Buffer =>
+      Buffer.from(UndeployServiceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UndeployServiceResponse => UndeployServiceResponse.decode(value),
+  },
+  /**
+   * Removes registry entries of components that are gone (no live
+   * instance) and unwanted (in no current definition); refuses components
+   * with running or stopped workloads; deletes the service when its last
+   * component goes. `dry_run` only lists what would be purged.
+   */
+  purgeComponents: {
+    path: "/corral.scheduler.v1.SchedulerService/PurgeComponents" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PurgeComponentsRequest): Buffer =>
+      Buffer.from(PurgeComponentsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PurgeComponentsRequest => PurgeComponentsRequest.decode(value),
+    responseSerialize: (value: PurgeComponentsResponse): Buffer =>
+      Buffer.from(PurgeComponentsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PurgeComponentsResponse => PurgeComponentsResponse.decode(value),
   },
 } as const;
 
@@ -5374,12 +10155,38 @@ export interface SchedulerServiceServer extends UntypedServiceImplementation {
    */
   restoreWorkload: handleUnaryCall<RestoreWorkloadRequest, RestoreWorkloadResponse>;
   /**
+   * The snapshots of workload `id` on its host (team-scoped like
+   * SnapshotWorkload; a finished workload's are listed too, a workload that
+   * never had a host has none).
+   */
+  listWorkloadSnapshots: handleUnaryCall<ListWorkloadSnapshotsRequest, ListWorkloadSnapshotsResponse>;
+  /** Removes one snapshot of workload `id` from its host. Idempotent. */
+  deleteWorkloadSnapshot: handleUnaryCall<DeleteWorkloadSnapshotRequest, DeleteWorkloadSnapshotResponse>;
+  /**
    * Tears a workload down on its host (tearing_down, then retired): stops it
    * first when `force`, else FAILED_PRECONDITION while it is live.
    * Idempotent: a retired workload is returned unchanged. A workload whose
    * host is gone (deleted or down) is retired without it, with a reason.
    */
   destroyWorkload: handleUnaryCall<DestroyWorkloadRequest, DestroyWorkloadResponse>;
+  /**
+   * The reconciler's resumption of an interrupted teardown (DestroyWorkload
+   * with force). Only with the current reconciler epoch.
+   */
+  resumeTeardown: handleUnaryCall<ResumeTeardownRequest, ResumeTeardownResponse>;
+  /**
+   * The reconciler's restart of an ended or vanished workload on the same
+   * host (same id and spec, restarts + 1). Only with the current reconciler
+   * epoch; idempotent per attempt.
+   */
+  restartWorkload: handleUnaryCall<RestartWorkloadRequest, RestartWorkloadResponse>;
+  /**
+   * The reconciler's replacement of a workload whose host is down: a new
+   * workload with the same spec and service slot placed on another host,
+   * the old one retired (in one transaction, so it happens once). Only with
+   * the current reconciler epoch.
+   */
+  replaceWorkload: handleUnaryCall<ReplaceWorkloadRequest, ReplaceWorkloadResponse>;
   /**
    * The agent's ImportImage, proxied to host `host_id` (first message): an
    * admin (empty team_id) may import into any host, a team only into its
@@ -5388,6 +10195,49 @@ export interface SchedulerServiceServer extends UntypedServiceImplementation {
   importHostImage: handleBidiStreamingCall<ImportHostImageRequest, ImportHostImageResponse>;
   /** The agent's ListImages on host `host_id`, with the same access rules. */
   listHostImages: handleUnaryCall<ListHostImagesRequest, ListHostImagesResponse>;
+  /**
+   * Moves every live workload off draining host `host_id` (the caller's
+   * team's only, unless empty): for each, a replacement with the same spec
+   * and service slot placed on another host, waited for until running, then
+   * the original stopped and torn down; at most `max_parallel` (default 1)
+   * at a time. Idempotent: a workload already replaced keeps its
+   * replacement (the link is recorded in the original's events).
+   * FAILED_PRECONDITION unless the host is draining.
+   */
+  migrateHostWorkloads: handleUnaryCall<MigrateHostWorkloadsRequest, MigrateHostWorkloadsResponse>;
+  /**
+   * The agent's PullImage on host `host_id`, with the same access rules.
+   * Cancelling the call cancels the agent's (which kills the pull).
+   */
+  pullHostImage: handleServerStreamingCall<PullHostImageRequest, PullHostImageResponse>;
+  /**
+   * Service deploys: TOML definitions -> components -> instances. Every
+   * call carries the caller's team like the workload rpcs; another team's
+   * service is NOT_FOUND.
+   * What deploying `definition_toml` would change (nothing is recorded).
+   */
+  planService: handleUnaryCall<PlanServiceRequest, PlanServiceResponse>;
+  /**
+   * Records the definition as the service's next version and rolls it out
+   * (creates, health-gated rolling replacements, removals; automatic revert
+   * on failure). Answers once the rollout has started, or with `wait` once
+   * it has ended. FAILED_PRECONDITION while another rollout runs.
+   */
+  deployService: handleUnaryCall<DeployServiceRequest, DeployServiceResponse>;
+  /** A service with its versions, instances (hosts, ports) and latest rollout. */
+  getService: handleUnaryCall<GetServiceRequest, GetServiceResponse>;
+  listServices: handleUnaryCall<ListServicesRequest, ListServicesResponse>;
+  /** Stops every instance; the service and its definition stay. Idempotent. */
+  stopService: handleUnaryCall<StopServiceRequest, StopServiceResponse>;
+  /** Stops and tears down every instance and marks the service removed. Idempotent. */
+  undeployService: handleUnaryCall<UndeployServiceRequest, UndeployServiceResponse>;
+  /**
+   * Removes registry entries of components that are gone (no live
+   * instance) and unwanted (in no current definition); refuses components
+   * with running or stopped workloads; deletes the service when its last
+   * component goes. `dry_run` only lists what would be purged.
+   */
+  purgeComponents: handleUnaryCall<PurgeComponentsRequest, PurgeComponentsResponse>;
 }
 
 export interface SchedulerServiceClient extends Client {
@@ -5591,6 +10441,42 @@ export interface SchedulerServiceClient extends Client {
     callback: (error: ServiceError | null, response: RestoreWorkloadResponse) => void,
   ): ClientUnaryCall;
   /**
+   * The snapshots of workload `id` on its host (team-scoped like
+   * SnapshotWorkload; a finished workload's are listed too, a workload that
+   * never had a host has none).
+   */
+  listWorkloadSnapshots(
+    request: ListWorkloadSnapshotsRequest,
+    callback: (error: ServiceError | null, response: ListWorkloadSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  listWorkloadSnapshots(
+    request: ListWorkloadSnapshotsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListWorkloadSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  listWorkloadSnapshots(
+    request: ListWorkloadSnapshotsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListWorkloadSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  /** Removes one snapshot of workload `id` from its host. Idempotent. */
+  deleteWorkloadSnapshot(
+    request: DeleteWorkloadSnapshotRequest,
+    callback: (error: ServiceError | null, response: DeleteWorkloadSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  deleteWorkloadSnapshot(
+    request: DeleteWorkloadSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteWorkloadSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  deleteWorkloadSnapshot(
+    request: DeleteWorkloadSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteWorkloadSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  /**
    * Tears a workload down on its host (tearing_down, then retired): stops it
    * first when `force`, else FAILED_PRECONDITION while it is live.
    * Idempotent: a retired workload is returned unchanged. A workload whose
@@ -5610,6 +10496,66 @@ export interface SchedulerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DestroyWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The reconciler's resumption of an interrupted teardown (DestroyWorkload
+   * with force). Only with the current reconciler epoch.
+   */
+  resumeTeardown(
+    request: ResumeTeardownRequest,
+    callback: (error: ServiceError | null, response: ResumeTeardownResponse) => void,
+  ): ClientUnaryCall;
+  resumeTeardown(
+    request: ResumeTeardownRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResumeTeardownResponse) => void,
+  ): ClientUnaryCall;
+  resumeTeardown(
+    request: ResumeTeardownRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResumeTeardownResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The reconciler's restart of an ended or vanished workload on the same
+   * host (same id and spec, restarts + 1). Only with the current reconciler
+   * epoch; idempotent per attempt.
+   */
+  restartWorkload(
+    request: RestartWorkloadRequest,
+    callback: (error: ServiceError | null, response: RestartWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  restartWorkload(
+    request: RestartWorkloadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RestartWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  restartWorkload(
+    request: RestartWorkloadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RestartWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The reconciler's replacement of a workload whose host is down: a new
+   * workload with the same spec and service slot placed on another host,
+   * the old one retired (in one transaction, so it happens once). Only with
+   * the current reconciler epoch.
+   */
+  replaceWorkload(
+    request: ReplaceWorkloadRequest,
+    callback: (error: ServiceError | null, response: ReplaceWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  replaceWorkload(
+    request: ReplaceWorkloadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReplaceWorkloadResponse) => void,
+  ): ClientUnaryCall;
+  replaceWorkload(
+    request: ReplaceWorkloadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReplaceWorkloadResponse) => void,
   ): ClientUnaryCall;
   /**
    * The agent's ImportImage, proxied to host `host_id` (first message): an
@@ -5637,6 +10583,169 @@ export interface SchedulerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListHostImagesResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Moves every live workload off draining host `host_id` (the caller's
+   * team's only, unless empty): for each, a replacement with the same spec
+   * and service slot placed on another host, waited for until running, then
+   * the original stopped and torn down; at most `max_parallel` (default 1)
+   * at a time. Idempotent: a workload already replaced keeps its
+   * replacement (the link is recorded in the original's events).
+   * FAILED_PRECONDITION unless the host is draining.
+   */
+  migrateHostWorkloads(
+    request: MigrateHostWorkloadsRequest,
+    callback: (error: ServiceError | null, response: MigrateHostWorkloadsResponse) => void,
+  ): ClientUnaryCall;
+  migrateHostWorkloads(
+    request: MigrateHostWorkloadsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MigrateHostWorkloadsResponse) => void,
+  ): ClientUnaryCall;
+  migrateHostWorkloads(
+    request: MigrateHostWorkloadsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MigrateHostWorkloadsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The agent's PullImage on host `host_id`, with the same access rules.
+   * Cancelling the call cancels the agent's (which kills the pull).
+   */
+  pullHostImage(
+    request: PullHostImageRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<PullHostImageResponse>;
+  pullHostImage(
+    request: PullHostImageRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<PullHostImageResponse>;
+  /**
+   * Service deploys: TOML definitions -> components -> instances. Every
+   * call carries the caller's team like the workload rpcs; another team's
+   * service is NOT_FOUND.
+   * What deploying `definition_toml` would change (nothing is recorded).
+   */
+  planService(
+    request: PlanServiceRequest,
+    callback: (error: ServiceError | null, response: PlanServiceResponse) => void,
+  ): ClientUnaryCall;
+  planService(
+    request: PlanServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PlanServiceResponse) => void,
+  ): ClientUnaryCall;
+  planService(
+    request: PlanServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PlanServiceResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Records the definition as the service's next version and rolls it out
+   * (creates, health-gated rolling replacements, removals; automatic revert
+   * on failure). Answers once the rollout has started, or with `wait` once
+   * it has ended. FAILED_PRECONDITION while another rollout runs.
+   */
+  deployService(
+    request: DeployServiceRequest,
+    callback: (error: ServiceError | null, response: DeployServiceResponse) => void,
+  ): ClientUnaryCall;
+  deployService(
+    request: DeployServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeployServiceResponse) => void,
+  ): ClientUnaryCall;
+  deployService(
+    request: DeployServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeployServiceResponse) => void,
+  ): ClientUnaryCall;
+  /** A service with its versions, instances (hosts, ports) and latest rollout. */
+  getService(
+    request: GetServiceRequest,
+    callback: (error: ServiceError | null, response: GetServiceResponse) => void,
+  ): ClientUnaryCall;
+  getService(
+    request: GetServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetServiceResponse) => void,
+  ): ClientUnaryCall;
+  getService(
+    request: GetServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetServiceResponse) => void,
+  ): ClientUnaryCall;
+  listServices(
+    request: ListServicesRequest,
+    callback: (error: ServiceError | null, response: ListServicesResponse) => void,
+  ): ClientUnaryCall;
+  listServices(
+    request: ListServicesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListServicesResponse) => void,
+  ): ClientUnaryCall;
+  listServices(
+    request: ListServicesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListServicesResponse) => void,
+  ): ClientUnaryCall;
+  /** Stops every instance; the service and its definition stay. Idempotent. */
+  stopService(
+    request: StopServiceRequest,
+    callback: (error: ServiceError | null, response: StopServiceResponse) => void,
+  ): ClientUnaryCall;
+  stopService(
+    request: StopServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: StopServiceResponse) => void,
+  ): ClientUnaryCall;
+  stopService(
+    request: StopServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: StopServiceResponse) => void,
+  ): ClientUnaryCall;
+  /** Stops and tears down every instance and marks the service removed. Idempotent. */
+  undeployService(
+    request: UndeployServiceRequest,
+    callback: (error: ServiceError | null, response: UndeployServiceResponse) => void,
+  ): ClientUnaryCall;
+  undeployService(
+    request: UndeployServiceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UndeployServiceResponse) => void,
+  ): ClientUnaryCall;
+  undeployService(
+    request: UndeployServiceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UndeployServiceResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Removes registry entries of components that are gone (no live
+   * instance) and unwanted (in no current definition); refuses components
+   * with running or stopped workloads; deletes the service when its last
+   * component goes. `dry_run` only lists what would be purged.
+   */
+  purgeComponents(
+    request: PurgeComponentsRequest,
+    callback: (error: ServiceError | null, response: PurgeComponentsResponse) => void,
+  ): ClientUnaryCall;
+  purgeComponents(
+    request: PurgeComponentsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PurgeComponentsResponse) => void,
+  ): ClientUnaryCall;
+  purgeComponents(
+    request: PurgeComponentsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PurgeComponentsResponse) => void,
   ): ClientUnaryCall;
 }
 
