@@ -85,6 +85,41 @@ describeWithDatabase('PlacementService against Postgres', () => {
     expect(rows).toHaveLength(N);
   });
 
+  it('all or nothing: a batch that does not fit whole writes and reserves nothing; replicas placing batches never over-commit', async () => {
+    const hosts = [host('h-batch', 5 * 256)];
+    await addHosts(hosts);
+    const store = new WorkloadStore(db.prisma);
+    const placements = [db.prisma, other].map(
+      (prisma) => new PlacementService({ hosts: directoryOf(hosts), ledger: postgresAllocationLedger(prisma), logger: silentLogger, defaultStrategy: 'spread' }),
+    );
+    const placeBatch = async (placement: PlacementService, count: number) => {
+      const ids = Array.from({ length: count }, () => randomUUID());
+      const requests: PlacementRequest[] = ids.map(() => ({ driver: 'process', teamId: null, resources: { vcpus: 0.5, memoryMb: 256 } }));
+      const plan = await placement.place(requests, {
+        reservationKeys: ids,
+        allOrNothing: true,
+        commit: async (tx, p) => {
+          for (const pl of p.placements) {
+            const id = ids[pl.requestIndex];
+            await store.create({ id, name: 'b', teamId: null, driver: 'process', command: ['/bin/true'], env: {}, resources: { vcpus: 0.5, memoryMb: 256 }, routes: [], hostId: pl.hostId, placementReason: pl.reason }, tx);
+          }
+        },
+      });
+      return plan.unplaced.length === 0 ? count : 0;
+    };
+    // Six do not fit on a host with room for five: nothing is written.
+    expect(await placeBatch(placements[0], 6)).toBe(0);
+    expect(await liveOn('h-batch')).toBe(0);
+    // Nor is anything left reserved: the whole room is still there.
+    expect(await placeBatch(placements[0], 5)).toBe(5);
+    await db.prisma.workload.updateMany({ where: { hostId: 'h-batch' }, data: { state: 'stopped' } });
+    // Two replicas deploying batches of two at once: at most five rows, and only whole batches.
+    const placed = await Promise.all([...Array.from({ length: 4 }, () => placeBatch(placements[0], 2)), ...Array.from({ length: 4 }, () => placeBatch(placements[1], 2))]);
+    const total = placed.reduce((a, b) => a + b, 0);
+    expect(total).toBe(4);
+    expect(await liveOn('h-batch')).toBe(4);
+  });
+
   it('counts only workloads that hold resources: a stopped one frees its share', async () => {
     const hosts = [host('h-free', 1024)];
     await addHosts(hosts);

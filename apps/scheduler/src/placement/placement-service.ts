@@ -57,6 +57,12 @@ export interface PlaceOptions {
    * release; another replica does not see the reservation until the row exists.
    */
   commit?: (tx: PlacementTransaction, plan: PlacementPlan) => Promise<void>;
+  /**
+   * With `commit`: write only when every request was placed. A plan that
+   * leaves any unplaced is returned with nothing written and nothing
+   * reserved (a deploy's batch goes together or not at all).
+   */
+  allOrNothing?: boolean;
 }
 
 export interface Placer {
@@ -195,6 +201,10 @@ export class PlacementService implements Placer {
         return planned;
       });
       if (!options.commit || plan.placements.length === 0) return plan;
+      if (options.allOrNothing && plan.unplaced.length > 0) {
+        this.book.release(options.reservationKeys);
+        return plan;
+      }
 
       // The write runs outside the queue, so this process's next plans overlap
       // with it; they count this plan through the book until its rows exist.

@@ -1,10 +1,12 @@
 import type { PlacementPlan, PlacementRequest, PlacementStrategy } from '@corral/domain';
+import type { PlacementTransaction } from '../placement/allocation-ledger';
 
 // What a deploy needs from placement: the API of the scheduler's
 // PlacementService (../placement/placement-service.ts), which it is given.
-// A deploy takes the in-process path: the plan's placements stay reserved
-// until each instance's workload row is written, then they are released
-// (the row holds the resources from then on).
+// A deploy takes the durable path: a batch's workload rows are written in
+// the transaction that holds the chosen hosts' locks (all of the batch or
+// none), so deploys on different scheduler replicas never over-commit a
+// host; the rows hold the resources from then on.
 
 export interface PlacementOptions {
   strategy?: PlacementStrategy;
@@ -12,6 +14,10 @@ export interface PlacementOptions {
   reservationKeys: string[];
   /** Instances that already run, so a spread continues across them. */
   existing?: { hostId: string; group?: string }[];
+  /** Writes the placed instances' rows under the hosts' locks. */
+  commit?: (tx: PlacementTransaction, plan: PlacementPlan) => Promise<void>;
+  /** With commit: write only when every request was placed. */
+  allOrNothing?: boolean;
 }
 
 export interface PlacementPort {

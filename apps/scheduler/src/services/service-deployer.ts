@@ -33,9 +33,10 @@ import { SERVICE_STATE_FIELD } from './service-errors';
 // Service deploys: plan (a pure diff against the deployed version), deploy
 // (a new version and a rollout to it: creates, health-gated rolling
 // replacements `max_parallel` at a time, then removals; on failure back to
-// the previous version), stop, undeploy and purge. Instances are created
-// through WorkloadService.createOnHost, so each is recorded as intent
-// before its agent is asked, like any workload.
+// the previous version), stop, undeploy and purge. A batch's instances are
+// recorded as intent rows inside the placement's transaction (under the
+// chosen hosts' locks, all or none) before any agent is asked, like any
+// workload, then started through WorkloadService.startRecorded.
 
 export interface Clock {
   now(): number;
@@ -365,7 +366,23 @@ export class ServiceDeployer {
     const requests = batch.map(() => componentPlacementRequest(target, component, context.teamId));
     // A fleet that cannot take the batch now (a host silent for a moment, capacity about to be freed) may within the deadline.
     const placeBy = this.clock.now() + component.update.healthDeadlineSeconds * 1000;
-    let placed = await this.deps.placement.place(requests, { strategy: SERVICE_PLACEMENT_STRATEGY, reservationKeys: keys, existing });
+    const specs = batch.map((step) => instanceSpec(target.name, component, step.index, secretValues.get(component.name) ?? {}));
+    const whyOf = (i: number, reason: string) => `service ${target.name} v${version} ${slot(batch[i].component, batch[i].index)}: ${reason}`;
+    // The batch's rows are written under the chosen hosts' locks, all or none: the rows are the reservation.
+    const placeDurably = () =>
+      this.deps.placement.place(requests, {
+        strategy: SERVICE_PLACEMENT_STRATEGY,
+        reservationKeys: keys,
+        existing,
+        allOrNothing: true,
+        commit: async (tx, plan) => {
+          for (const p of plan.placements) {
+            const i = p.requestIndex;
+            await this.deps.workloads.recordPlaced(tx, keys[i], specs[i], context.teamId, p.hostId, whyOf(i, p.reason), membershipOf(context.service.id, version, component, batch[i].index));
+          }
+        },
+      });
+    let placed = await placeDurably();
     while (placed.unplaced.length > 0) {
       this.deps.placement.release(keys);
       const first = placed.unplaced[0];
@@ -373,22 +390,25 @@ export class ServiceDeployer {
       if (this.clock.now() >= placeBy) return { ok: false, component, reason };
       await this.deps.store.progress(context.deploymentId, { event: `${reason}; retrying` });
       await this.clock.sleep(PLACEMENT_RETRY_MS);
-      placed = await this.deps.placement.place(requests, { strategy: SERVICE_PLACEMENT_STRATEGY, reservationKeys: keys, existing });
+      placed = await placeDurably();
     }
 
     const started: { step: GatedStep; row: WorkloadRow; host: DirectoryHost }[] = [];
     let failure: string | undefined;
     for (const placement of placed.placements) {
       const step = batch[placement.requestIndex];
+      const id = keys[placement.requestIndex];
+      let asked = false;
       try {
         const host = await this.deps.hosts.get(placement.hostId);
-        const spec = instanceSpec(target.name, component, step.index, secretValues.get(component.name) ?? {});
-        const why = `service ${target.name} v${version} ${slot(step.component, step.index)}: ${placement.reason}`;
-        const row = await this.deps.workloads.createOnHost(spec, context.teamId, host, why, membershipOf(context.service.id, version, component, step.index), keys[placement.requestIndex]);
+        asked = true;
+        const row = await this.deps.workloads.startRecorded(id, specs[placement.requestIndex], context.teamId, host);
         started.push({ step, row, host });
         await this.event(context, `${slot(step.component, step.index)}: started ${row.id} on ${host.name}${step.kind === 'replace' ? ` to replace ${step.old} (${step.why})` : ''}`);
       } catch (err) {
         failure ??= `${slot(step.component, step.index)}: could not start: ${isCorralError(err) ? err.message : 'internal error'}`;
+        // Its row was written with the placement: it must not hold the host's resources as a pending intent.
+        if (!asked) await this.deps.workloads.abandonRecorded(id, failure).catch(() => undefined);
       } finally {
         this.deps.placement.release([keys[placement.requestIndex]]);
       }

@@ -148,6 +148,20 @@ export class WorkloadService {
     return this.startRecorded(id, spec, teamId, host);
   }
 
+  /**
+   * Records the intent of a placed workload inside a placement's transaction
+   * (PlacementService `commit`): the row is the reservation. Start it with
+   * `startRecorded` once the transaction has committed.
+   */
+  async recordPlaced(tx: PlacementTransaction, id: string, spec: WorkloadSpec, teamId: string | null, hostId: string, placementReason: string, membership?: ServiceMembership): Promise<void> {
+    await this.store.create(this.newRow(id, spec, teamId, hostId, placementReason, membership), tx);
+  }
+
+  /** Fails a recorded workload that was never handed to its agent (state pending). */
+  async abandonRecorded(id: string, reason: string): Promise<void> {
+    await this.store.transition(id, ['pending'], 'failed', reason, { reason });
+  }
+
   private newRow(id: string, spec: WorkloadSpec, teamId: string | null, hostId: string, placementReason: string, membership?: ServiceMembership): NewWorkload {
     return {
       id,
@@ -167,7 +181,8 @@ export class WorkloadService {
   }
 
   /** Starts a workload whose pending row is written: provisioning, then the agent's answer (or failed). */
-  private async startRecorded(id: string, spec: WorkloadSpec, teamId: string | null, host: DirectoryHost): Promise<WorkloadRow> {
+  /** Asks the host's agent to start a workload whose intent row is written (state pending). */
+  async startRecorded(id: string, spec: WorkloadSpec, teamId: string | null, host: DirectoryHost): Promise<WorkloadRow> {
     await this.store.transition(id, ['pending'], 'provisioning', `starting on ${host.name}`);
     try {
       const res = await this.agents.get(host).startWorkload({ spec: agentSpecOf(id, spec, teamId) });
