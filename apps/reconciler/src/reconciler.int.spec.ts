@@ -29,6 +29,7 @@ describeWithDatabase('reconciler', () => {
   const agentRecords = new Map<string, agentV1.AgentWorkload>();
   const unmanaged = new Map<string, agentV1.UnmanagedRuntime>();
   const reaped: string[] = [];
+  let hostStatus = HostStatus.HOST_STATUS_ONLINE;
   const schedulerCalls: Array<{ rpc: string; id: string; epoch: number; attempt?: number }> = [];
   let currentEpochRows: () => Promise<bigint> = async () => 0n;
 
@@ -79,7 +80,7 @@ describeWithDatabase('reconciler', () => {
             hostRegistryV1.HostRegistryServiceService,
             {
               async listHosts() {
-                return { hosts: [hostRegistryV1.Host.fromPartial({ id: hostId, name: 'h1', status: HostStatus.HOST_STATUS_ONLINE, agentAddress })] };
+                return { hosts: [hostRegistryV1.Host.fromPartial({ id: hostId, name: 'h1', status: hostStatus, agentAddress })] };
               },
             },
             silentLogger,
@@ -138,6 +139,7 @@ describeWithDatabase('reconciler', () => {
     agentRecords.clear();
     unmanaged.clear();
     reaped.length = 0;
+    hostStatus = HostStatus.HOST_STATUS_ONLINE;
     schedulerCalls.length = 0;
     await db.prisma.auditEvent.deleteMany({});
     await db.prisma.workload.deleteMany({});
@@ -270,6 +272,34 @@ describeWithDatabase('reconciler', () => {
         'action:mark-missing:succeeded',
         'drift:ended:observed',
         'action:restart:succeeded',
+      ]);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('marks the live workloads of an unreachable host missing without restarting them, and restores them when the host reports them alive', async () => {
+    if (!natsUrl) return;
+    const r = replica('a');
+    try {
+      // The HostStatusChanged event was lost: only the registry says the host is silent.
+      const id = await workloadRow('running', { updatedAt: ago(GRACE_MS + 1000), restartPolicy: { policy: 'always', maxAttempts: 3, delaySeconds: 0 } });
+      hostStatus = HostStatus.HOST_STATUS_UNREACHABLE;
+      await r.loop.round();
+      expect((await db.prisma.workload.findUniqueOrThrow({ where: { id } })).state).toBe('missing');
+      await r.loop.round();
+      expect(schedulerCalls).toEqual([]);
+
+      hostStatus = HostStatus.HOST_STATUS_ONLINE;
+      agentRecords.set(id, agentV1.AgentWorkload.fromPartial({ workloadId: id, driver: 'process', state: InstanceState.INSTANCE_STATE_RUNNING, startedAt: ago(60_000) }));
+      await r.loop.round();
+      expect((await db.prisma.workload.findUniqueOrThrow({ where: { id } })).state).toBe('running');
+      expect(schedulerCalls).toEqual([]);
+      expect((await auditOf(id)).map((e) => `${e.kind}:${e.action}:${e.outcome}`)).toEqual([
+        'drift:vanished:observed',
+        'action:mark-missing:succeeded',
+        'drift:back:observed',
+        'action:restore:succeeded',
       ]);
     } finally {
       await r.close();

@@ -1,9 +1,7 @@
 import { hostname } from 'node:os';
-import { readFileSync } from 'node:fs';
 import { applyMigrations, createPrismaClient, openSessionLock } from '@corral/db';
-import { FailedPreconditionError } from '@corral/domain';
 import { connectEventBus, natsTlsOf } from '@corral/events';
-import { controlPlaneServiceCredentials, createClient, startGrpcServer, type TlsMaterial } from '@corral/grpc';
+import { controlPlaneServiceCredentials, createClient, startGrpcServer } from '@corral/grpc';
 import { createLogger, type Logger } from '@corral/logging';
 import { hostRegistryV1, schedulerV1 } from '@corral/proto';
 import { AuditRecorder } from './audit/audit-recorder';
@@ -11,6 +9,7 @@ import type { ReconcilerConfig } from './config';
 import { Executor } from './execute/executor';
 import { RECONCILER_LOCK_KEY, ReconcilerLeadership } from './leadership/reconciler-leadership';
 import { AgentClients } from './observe/agent-clients';
+import { loadAgentTlsMaterial } from './observe/agent-tls';
 import { Observer } from './observe/observer';
 import { ReconcileLoop } from './reconcile-loop';
 
@@ -22,23 +21,6 @@ export interface RunningReconciler {
   stop(): Promise<void>;
 }
 
-/** The control-plane certificate for agents, read once; a file that cannot be read stops the service, naming its variable. */
-function loadAgentTls(config: ReconcilerConfig): TlsMaterial | undefined {
-  if (!config.agentTlsCaFile || !config.agentTlsCertFile || !config.agentTlsKeyFile) return undefined;
-  const read = (path: string, variable: string) => {
-    try {
-      return readFileSync(path, 'utf8');
-    } catch (err) {
-      throw new FailedPreconditionError(`${variable}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-    }
-  };
-  return {
-    caCertificatePem: read(config.agentTlsCaFile, 'AGENT_TLS_CA_FILE'),
-    certificatePem: read(config.agentTlsCertFile, 'AGENT_TLS_CERT_FILE'),
-    privateKeyPem: read(config.agentTlsKeyFile, 'AGENT_TLS_KEY_FILE'),
-  };
-}
-
 /**
  * The reconciler: every replica runs the loop, only the holder of the
  * advisory lock acts. It owns no tables' migrations (the scheduler and
@@ -46,7 +28,7 @@ function loadAgentTls(config: ReconcilerConfig): TlsMaterial | undefined {
  */
 export async function startReconciler(config: ReconcilerConfig, logger: Logger = createLogger({ service: 'reconciler', level: config.logLevel })): Promise<RunningReconciler> {
   const replicaId = config.replicaId ?? `${hostname()}-${process.pid}`;
-  const tls = loadAgentTls(config);
+  const tls = loadAgentTlsMaterial(config, { logger });
   if (!tls) logger.warn('calling node agents in plaintext: AGENT_TLS_CA_FILE / AGENT_TLS_CERT_FILE / AGENT_TLS_KEY_FILE are not set');
   // Applied by whichever service starts first, under an advisory lock.
   await applyMigrations(config.databaseUrl, { logger });

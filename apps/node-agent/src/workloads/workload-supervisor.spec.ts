@@ -316,6 +316,23 @@ describe('WorkloadSupervisor', () => {
       expect(next.ports).toEqual([{ name: 'http', guestPort: 80, hostPort: 20002, protocol: 'tcp' }]);
     });
 
+    it('publishes with every state change the ports held at that seq, new ones after a restart', async () => {
+      await supervisor.start(withRoutes('w-published'));
+      await supervisor.stop('w-published', { timeoutMs: 100 });
+      await supervisor.restart('w-published');
+      const published = bus.of('w-published').map((m) => [m.seq, m.state, m.portsReported, m.ports.map((p) => `${p.name}:${p.guestPort}->${p.hostPort}/${p.protocol}`)]);
+      expect(published).toEqual([
+        [1, 'INSTANCE_STATE_PROVISIONING', true, []],
+        [2, 'INSTANCE_STATE_RUNNING', true, ['http:8080->20000/tcp', 'dns:53->20001/udp']],
+        [3, 'INSTANCE_STATE_STOPPING', true, ['http:8080->20000/tcp', 'dns:53->20001/udp']],
+        // Released with the stop: nothing holds them any more.
+        [4, 'INSTANCE_STATE_STOPPED', true, []],
+        // The restarted run was allocated afresh (next-fit), and says so.
+        [5, 'INSTANCE_STATE_PROVISIONING', true, []],
+        [6, 'INSTANCE_STATE_RUNNING', true, ['http:8080->20002/tcp', 'dns:53->20003/udp']],
+      ]);
+    });
+
     it('releases the ports of a workload that exits by itself or fails to start', async () => {
       machine.script('w-exits', { exitAfterMs: 10, exitCode: 1 });
       await supervisor.start(withRoutes('w-exits'));

@@ -864,6 +864,10 @@ export class WorkloadSupervisor {
         reason: view.reason ?? '',
         at: new Date(record.updatedAt),
         hostToken: this.options.hostToken?.() ?? '',
+        // The ports of this very seq, so the control plane never has to
+        // pair a state with a port answer that may arrive after a newer one.
+        ports: view.ports.map((p) => ({ ...p })),
+        portsReported: true,
       });
     } catch (err) {
       // The change is on disk and in the next heartbeat; a consumer that

@@ -31,6 +31,7 @@ const natsUrl = natsUrlOrSkip('authenticated workload state events');
   let bus: EventBus;
   let subscription: EventSubscription;
   let authenticator: WorkloadStateAuthenticator;
+  let store: WorkloadStore;
   let closeJwks: () => void;
   const refusals: string[] = [];
   const logger: Logger = {
@@ -77,7 +78,7 @@ const natsUrl = natsUrlOrSkip('authenticated workload state events');
     });
     const jwks = hostRegistryJwks(registry.address, { credentials: serverIdentityChannelCredentials(created.certificatePem, { kind: 'control-plane', service: 'host-registry' }) });
     closeJwks = jwks.close;
-    const store = new WorkloadStore(db.prisma);
+    store = new WorkloadStore(db.prisma);
     authenticator = new WorkloadStateAuthenticator({ authenticate: hostTokenVerifier(jwks.fetch), placedOn: recordedHostOf(store), logger });
     bus = await connectEventBus({ url: natsUrl as string, name: 'corral-scheduler-state-auth-test', logger: silentLogger });
     notifier = new CredentialRefusalNotifier({
@@ -113,7 +114,14 @@ const natsUrl = natsUrlOrSkip('authenticated workload state events');
     return id;
   }
 
-  const event = (workloadId: string, hostId: string, seq: number, state: InstanceState, hostToken: string): WorkloadStateChanged => ({
+  const event = (
+    workloadId: string,
+    hostId: string,
+    seq: number,
+    state: InstanceState,
+    hostToken: string,
+    ports?: WorkloadStateChanged['ports'],
+  ): WorkloadStateChanged => ({
     workloadId,
     hostId,
     seq,
@@ -123,6 +131,9 @@ const natsUrl = natsUrlOrSkip('authenticated workload state events');
     reason: state === InstanceState.INSTANCE_STATE_FAILED ? 'forged' : '',
     at: new Date(),
     hostToken,
+    // Without ports, the event is one from an agent that predates them.
+    ports: ports ?? [],
+    portsReported: ports !== undefined,
   });
 
   const stored = async (id: string) => {
@@ -134,6 +145,33 @@ const natsUrl = natsUrlOrSkip('authenticated workload state events');
     const id = await workloadOn(hostA);
     bus.publish(Topics.workloadState, id, event(id, hostA, 1, InstanceState.INSTANCE_STATE_RUNNING, token(hostA)));
     await eventually(async () => ((await stored(id)).state === 'running' ? true : undefined), { what: 'the genuine event applied' });
+  });
+
+  it("stores the ports an event carries with its state: an older answer afterwards changes nothing, an event without ports keeps them, a terminal one clears them", async () => {
+    const id = await workloadOn(hostA);
+    await db.prisma.workload.update({ where: { id }, data: { routes: [{ name: 'http', port: 8080, protocol: 'tcp' }] } });
+    const held = [{ name: 'http', guestPort: 8080, hostPort: 20000, protocol: 'tcp' }];
+    const storedPorts = async () => (await db.prisma.workload.findUniqueOrThrow({ where: { id } })).ports;
+
+    // The agent's running event (seq 2) overtakes its StartWorkload answer.
+    bus.publish(Topics.workloadState, id, event(id, hostA, 2, InstanceState.INSTANCE_STATE_RUNNING, token(hostA), held));
+    await eventually(async () => ((await stored(id)).seq === 2 ? true : undefined), { what: 'the running event applied' });
+    expect(await storedPorts()).toEqual(held);
+
+    // The answer arrives late, at its older seq: neither state nor ports move.
+    const lateAnswer = { seq: 1, state: 'provisioning' as const, exited: false, exitCode: 0, reason: '', ports: [{ ...held[0], hostPort: 29999 }] };
+    expect(await store.applyAgentReport(id, lateAnswer, 'start-response')).toBe(false);
+    expect({ ...(await stored(id)), ports: await storedPorts() }).toEqual({ state: 'running', seq: 2, reason: null, ports: held });
+
+    // An agent from before ports on events: its state applies, the ports stay.
+    bus.publish(Topics.workloadState, id, event(id, hostA, 3, InstanceState.INSTANCE_STATE_PAUSED, token(hostA)));
+    await eventually(async () => ((await stored(id)).seq === 3 ? true : undefined), { what: 'the event without ports applied' });
+    expect(await storedPorts()).toEqual(held);
+
+    // Failed for good: nothing holds a port, whatever the event lists.
+    bus.publish(Topics.workloadState, id, event(id, hostA, 4, InstanceState.INSTANCE_STATE_FAILED, token(hostA), held));
+    await eventually(async () => ((await stored(id)).seq === 4 ? true : undefined), { what: 'the terminal event applied' });
+    expect({ state: (await stored(id)).state, ports: await storedPorts() }).toEqual({ state: 'failed', ports: [] });
   });
 
   it('changes nothing for forged events: no token, garbage, an unpublished key, another host, another host speaking for this one', async () => {

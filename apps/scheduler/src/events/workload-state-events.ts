@@ -67,6 +67,9 @@ export function applyWorkloadStateEvents(options: {
         exited: event.exited,
         exitCode: event.exitCode,
         reason: event.reason,
+        // The ports of this seq: applied with its state, so an RPC answer
+        // overtaken by a newer event loses nothing.
+        ...(event.portsReported ? { ports: event.ports.map((p) => ({ name: p.name, guestPort: p.guestPort, hostPort: p.hostPort, protocol: p.protocol })) } : {}),
       });
       logger.debug('workload state event', { workloadId: event.workloadId, seq: event.seq, state: event.state, applied });
     },

@@ -342,9 +342,10 @@ export class WorkloadService {
   }
 
   /**
-   * Applies a state change an agent published. Events carry no ports: when
-   * one brings a workload with routes to life whose ports are not known here
-   * (its start answer was lost), they are asked of the agent.
+   * Applies a state change an agent published. Events carry the ports the
+   * agent holds (`ports_reported`); those of agents older than that do not:
+   * when one brings a workload with routes to life whose ports are not known
+   * here, they are asked of the agent.
    */
   async applyEvent(id: string, report: AgentReport): Promise<boolean> {
     const applied = await this.store.applyAgentReport(id, report, 'event');

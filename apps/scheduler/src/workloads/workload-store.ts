@@ -56,8 +56,10 @@ export interface AgentReport {
   exitCode: number;
   reason: string;
   /**
-   * The host ports the agent holds for the workload at this seq. Undefined
-   * when the report does not say (state events carry no ports).
+   * The host ports the agent holds for the workload at this seq, stored
+   * with the state under the same seq guard. Undefined when the report does
+   * not say (a state event from an agent that predates ports on events):
+   * the stored ports are then left alone.
    */
   ports?: PortMapping[];
 }

@@ -49,7 +49,23 @@ describe('decide (examples)', () => {
   it('marks a running workload missing when its fresh host report lacks it, but not on a stale report', () => {
     expect(decide({ desired: [workload()], observed: [host([])], now: NOW, policy }).actions).toEqual([expect.objectContaining({ kind: 'mark-missing' })]);
     expect(decide({ desired: [workload()], observed: [host([], { reportedAt: ago(60_000) })], now: NOW, policy }).actions).toEqual([]);
-    expect(decide({ desired: [workload()], observed: [host([], { status: 'unreachable' })], now: NOW, policy }).actions).toEqual([]);
+  });
+
+  it('marks the live workloads of an unreachable host missing, never restarts or replaces them, and restores them when the host reports them alive', () => {
+    const silent = host([], { status: 'unreachable', reportedAt: new Date(0) });
+    expect(decide({ desired: [workload()], observed: [silent], now: NOW, policy }).actions).toEqual([
+      expect.objectContaining({ kind: 'mark-missing', workloadId: 'w1', hostId: 'h1', reason: expect.stringContaining('unreachable') }),
+    ]);
+    expect(decide({ desired: [workload({ state: 'paused' })], observed: [silent], now: NOW, policy }).actions).toEqual([expect.objectContaining({ kind: 'mark-missing' })]);
+    // Inside the grace window (it just started) it is left alone.
+    expect(decide({ desired: [workload({ stateSince: ago(1_000) })], observed: [silent], now: NOW, policy }).actions).toEqual([]);
+    // Once missing, an always-restart policy waits for the host: no restart, no replace while it is only unreachable.
+    const missing = workload({ state: 'missing', restart: { policy: 'always', maxAttempts: 5, delaySeconds: 0 } });
+    expect(decide({ desired: [missing], observed: [silent], now: NOW, policy }).actions).toEqual([]);
+    // The host is back and reports it alive: restored.
+    expect(decide({ desired: [missing], observed: [host([oldRuntime('w1')])], now: NOW, policy }).actions).toEqual([
+      expect.objectContaining({ kind: 'restore', state: 'running', workloadId: 'w1' }),
+    ]);
   });
 
   it('restores a missing workload its host reports alive, and restarts a vanished one per its policy', () => {
@@ -182,6 +198,8 @@ describe('decide (properties)', () => {
           if (action.kind === 'mark-missing' || action.kind === 'reap-orphan' || action.kind === 'restart') {
             const reporting = observed.find((h) => h.hostId === action.hostId);
             expect(reporting).toBeDefined();
+            // A silent host's live workloads are missing without any report.
+            if (action.kind === 'mark-missing' && reporting!.status === 'unreachable') continue;
             expect(['online', 'draining']).toContain(reporting!.status);
             expect(NOW.getTime() - reporting!.reportedAt.getTime()).toBeLessThanOrEqual(p.reportFreshnessMs);
           }
@@ -212,6 +230,26 @@ describe('decide (properties)', () => {
           expect(record.exitCode).toBeDefined();
           if (record.restart.policy === 'on-failure') expect(record.exitCode).not.toBe(0);
           expect(NOW.getTime() - record.stateSince.getTime()).toBeGreaterThanOrEqual(record.restart.delaySeconds * 1000);
+        }
+      }),
+    );
+  });
+
+  it('marks every live workload of an unreachable host missing (past the grace window), and never restarts, replaces or reaps there', () => {
+    fc.assert(
+      fc.property(desiredArb, observedArb, policyArb, (desired, observed, p) => {
+        const { actions } = decide({ desired, observed, now: NOW, policy: { ...p, maxActions: 1_000 } });
+        const unreachable = new Set<string>(observed.filter((h) => h.status === 'unreachable').map((h) => h.hostId));
+        for (const action of actions) {
+          if (action.kind === 'replace') expect(observed.find((h) => h.hostId === action.fromHostId)?.status).toBe('down');
+          if (action.kind === 'restart' || action.kind === 'reap-orphan' || action.kind === 'restore') expect(unreachable.has(action.hostId)).toBe(false);
+        }
+        for (const record of desired) {
+          if (!unreachable.has(record.hostId) || (record.state !== 'running' && record.state !== 'paused')) continue;
+          const due = NOW.getTime() - record.stateSince.getTime() >= p.intentGraceMs;
+          expect(actions.filter((a) => a.workloadId === record.workloadId && a.kind !== 'reap-orphan')).toEqual(
+            due ? [expect.objectContaining({ kind: 'mark-missing', hostId: record.hostId })] : [],
+          );
         }
       }),
     );

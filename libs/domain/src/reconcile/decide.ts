@@ -71,7 +71,7 @@ export type ReconcileAction =
   | { kind: 'fail-stuck'; workloadId: string; hostId: string; reason: string }
   /** Teardown was interrupted: run it again (destroy is idempotent). */
   | { kind: 'resume-teardown'; workloadId: string; hostId: string; reason: string }
-  /** The record says it runs, its host reports it does not exist: drift. */
+  /** The record says it runs, its host reports it does not exist (or the host is unreachable): drift. */
   | { kind: 'mark-missing'; workloadId: string; hostId: string; reason: string }
   /** Missing, but the host reports it alive again: take the host's word. */
   | { kind: 'restore'; workloadId: string; hostId: string; state: 'running' | 'paused'; reason: string }
@@ -169,6 +169,17 @@ export function decide(input: ReconcileInput): ReconcilePlan {
 
     if (host?.status === 'down' && (LIVE_STATES.has(workload.state) || workload.state === 'missing')) {
       due.push({ kind: 'replace', workloadId: workload.workloadId, fromHostId: workload.hostId, reason: `host ${workload.hostId} is down` });
+      continue;
+    }
+
+    if (host?.status === 'unreachable' && LIVE_STATES.has(workload.state)) {
+      // The host went silent: its live workloads cannot be vouched for, so
+      // they are missing (in case the scheduler's HostStatusChanged event was
+      // lost). Never restarted or replaced on this alone: the host may come
+      // back, and a fresh report that shows them alive restores them.
+      if (stateAge >= policy.intentGraceMs) {
+        due.push({ kind: 'mark-missing', workloadId: workload.workloadId, hostId: workload.hostId, reason: `host ${workload.hostId} is unreachable: its ${workload.state} workload cannot be confirmed` });
+      }
       continue;
     }
 

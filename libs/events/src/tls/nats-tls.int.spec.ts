@@ -125,7 +125,7 @@ async function waitForPort(port: number, proc: SupervisedProcess, logPath: strin
       const seen: string[] = [];
       bus.subscribe(Topics.workloadState, (event) => void seen.push(event.workloadId), { key: 'tls-w1' });
       await bus.flush();
-      bus.publish(Topics.workloadState, 'tls-w1', { workloadId: 'tls-w1', hostId: 'h', seq: 1, state: InstanceState.INSTANCE_STATE_RUNNING, exited: false, exitCode: 0, reason: '', at: new Date(), hostToken: '' });
+      bus.publish(Topics.workloadState, 'tls-w1', { workloadId: 'tls-w1', hostId: 'h', seq: 1, state: InstanceState.INSTANCE_STATE_RUNNING, exited: false, exitCode: 0, reason: '', at: new Date(), hostToken: '', ports: [], portsReported: false });
       for (let i = 0; i < 100 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
       expect(seen).toEqual(['tls-w1']);
     } finally {

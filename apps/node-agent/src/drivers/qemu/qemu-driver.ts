@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { chmod, copyFile, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { AlreadyExistsError, DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError } from '@corral/domain';
 import {
@@ -23,6 +23,8 @@ import type {
   Driver,
   DriverFingerprint,
   ExitResult,
+  LabelledRuntime,
+  LabelledRuntimesCapability,
   LogChunk,
   LogsCapability,
   PortMapping,
@@ -160,7 +162,7 @@ const SNAPSHOT_MAX_BANDWIDTH = 64 * 1024 * 1024 * 1024;
 /** Runs states from which a VM can be snapshotted or resumed. */
 const LIVE_STATES = new Set(['running', 'paused', 'postmigrate', 'suspended']);
 
-export class QemuDriver implements Driver, LogsCapability, PauseCapability, SnapshotCapability, ExecCapability, FilesCapability {
+export class QemuDriver implements Driver, LogsCapability, PauseCapability, SnapshotCapability, ExecCapability, FilesCapability, LabelledRuntimesCapability {
   readonly name = QEMU_DRIVER_NAME;
   private readonly tracked = new Map<string, Tracked>();
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -272,6 +274,51 @@ export class QemuDriver implements Driver, LogsCapability, PauseCapability, Snap
     }
     this.tracked.delete(handle.workloadId);
     await rm(state.dir, { recursive: true, force: true });
+  }
+
+  /**
+   * The task directories whose qemu still runs, known to the agent or not
+   * (the reconciler's view of orphaned VMs): a directory counts when its
+   * pidfile names a live process whose command line is that task's qemu
+   * (`-name <workload id>` and `-pidfile <that pidfile>`), so a reused pid
+   * or a leftover directory of an ended VM is not taken for a VM.
+   */
+  async listLabelled(): Promise<LabelledRuntime[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.config.stateDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const found: LabelledRuntime[] = [];
+    for (const workloadId of names.filter((n) => SAFE_ID.test(n))) {
+      const dir = join(this.config.stateDir, workloadId);
+      const info = await stat(dir).catch(() => undefined);
+      if (!info?.isDirectory()) continue;
+      const pid = await liveQemuOfTask(dir, workloadId);
+      if (pid === undefined) continue;
+      found.push({ workloadId, running: true, createdAt: info.birthtimeMs > 0 ? info.birthtime : info.mtime, displayId: String(pid) });
+    }
+    return found;
+  }
+
+  /** Kills the task directory's qemu (when it is still that task's) and removes the directory. Idempotent. */
+  async removeLabelled(workloadId: string): Promise<void> {
+    if (!SAFE_ID.test(workloadId)) throw new InvalidArgumentError('workload id is not usable as a directory name', { field: 'workloadId' });
+    const dir = join(this.config.stateDir, workloadId);
+    await this.serialize(workloadId, async () => {
+      const pid = await liveQemuOfTask(dir, workloadId);
+      if (pid !== undefined) {
+        // spawnSupervised starts qemu as the leader of its own process group.
+        killProcessGroup(pid, 'SIGKILL');
+        const deadline = Date.now() + (this.config.killWaitMs ?? 5000);
+        while ((await liveQemuOfTask(dir, workloadId)) !== undefined && Date.now() < deadline) await sleep(50);
+        if ((await liveQemuOfTask(dir, workloadId)) !== undefined) throw new UnavailableError(`qemu ${pid} did not exit after SIGKILL`);
+      }
+      this.tracked.delete(workloadId);
+      await rm(dir, { recursive: true, force: true });
+    });
   }
 
   /**
@@ -782,6 +829,29 @@ async function readSnapshotMeta(file: string): Promise<SnapshotMeta> {
     throw new FailedPreconditionError(`${file}.json is not a qemu snapshot description`, { field: 'file' });
   }
   return { ...meta, diskCopies: meta.diskCopies ?? {} } as SnapshotMeta;
+}
+
+/** The pid of the qemu of task directory `dir` when it still runs: its pidfile's process, with `-name <workloadId>` and `-pidfile <dir>/qemu.pid` in its argv. */
+async function liveQemuOfTask(dir: string, workloadId: string): Promise<number | undefined> {
+  const pidFile = join(dir, 'qemu.pid');
+  const pid = await readPidFile(pidFile);
+  if (pid === undefined || !isProcessAlive(pid)) return undefined;
+  let argv: string[];
+  try {
+    argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+  } catch {
+    return undefined; // gone meanwhile
+  }
+  return isQemuArgvOfTask(argv, workloadId, pidFile) ? pid : undefined;
+}
+
+/** Whether a process's argv is the qemu this driver launched for `workloadId` with `pidFile`. */
+export function isQemuArgvOfTask(argv: readonly string[], workloadId: string, pidFile: string): boolean {
+  const valueOf = (flag: string) => {
+    const at = argv.indexOf(flag);
+    return at >= 0 ? argv[at + 1] : undefined;
+  };
+  return valueOf('-name') === workloadId && valueOf('-pidfile') === pidFile;
 }
 
 async function readPidFile(path: string): Promise<number | undefined> {

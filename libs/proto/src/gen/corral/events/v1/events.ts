@@ -201,6 +201,23 @@ export interface WorkloadStateChanged {
    * workload was placed on.
    */
   hostToken: string;
+  /**
+   * The host ports the agent holds for the workload's routes at this seq
+   * (empty once it stopped for good, or when it has no routes). Meaningful
+   * only with ports_reported: agents from before this field send neither,
+   * and their events leave the stored ports alone.
+   */
+  ports: WorkloadPort[];
+  portsReported: boolean;
+}
+
+/** A route's host port on the publishing host, as allocated by its agent. */
+export interface WorkloadPort {
+  name: string;
+  guestPort: number;
+  hostPort: number;
+  /** "tcp" or "udp". */
+  protocol: string;
 }
 
 /**
@@ -653,6 +670,8 @@ function createBaseWorkloadStateChanged(): WorkloadStateChanged {
     reason: "",
     at: undefined,
     hostToken: "",
+    ports: [],
+    portsReported: false,
   };
 }
 
@@ -684,6 +703,12 @@ export const WorkloadStateChanged: MessageFns<WorkloadStateChanged> = {
     }
     if (message.hostToken !== "") {
       writer.uint32(74).string(message.hostToken);
+    }
+    for (const v of message.ports) {
+      WorkloadPort.encode(v!, writer.uint32(82).fork()).join();
+    }
+    if (message.portsReported !== false) {
+      writer.uint32(88).bool(message.portsReported);
     }
     return writer;
   },
@@ -773,6 +798,22 @@ export const WorkloadStateChanged: MessageFns<WorkloadStateChanged> = {
             message.hostToken = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.ports.push(WorkloadPort.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.portsReported = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -812,6 +853,14 @@ export const WorkloadStateChanged: MessageFns<WorkloadStateChanged> = {
         : isSet(object.host_token)
         ? globalThis.String(object.host_token)
         : "",
+      ports: globalThis.Array.isArray(object?.ports)
+        ? object.ports.map((e: any) => WorkloadPort.fromJSON(e))
+        : [],
+      portsReported: isSet(object.portsReported)
+        ? globalThis.Boolean(object.portsReported)
+        : isSet(object.ports_reported)
+        ? globalThis.Boolean(object.ports_reported)
+        : false,
     };
   },
 
@@ -844,6 +893,12 @@ export const WorkloadStateChanged: MessageFns<WorkloadStateChanged> = {
     if (message.hostToken !== "") {
       obj.hostToken = message.hostToken;
     }
+    if (message.ports?.length) {
+      obj.ports = message.ports.map((e) => WorkloadPort.toJSON(e));
+    }
+    if (message.portsReported !== false) {
+      obj.portsReported = message.portsReported;
+    }
     return obj;
   },
 
@@ -861,6 +916,133 @@ export const WorkloadStateChanged: MessageFns<WorkloadStateChanged> = {
     message.reason = object.reason ?? "";
     message.at = object.at ?? undefined;
     message.hostToken = object.hostToken ?? "";
+    message.ports = object.ports?.map((e) => WorkloadPort.fromPartial(e)) || [];
+    message.portsReported = object.portsReported ?? false;
+    return message;
+  },
+};
+
+function createBaseWorkloadPort(): WorkloadPort {
+  return { name: "", guestPort: 0, hostPort: 0, protocol: "" };
+}
+
+export const WorkloadPort: MessageFns<WorkloadPort> = {
+  encode(message: WorkloadPort, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.guestPort !== 0) {
+      writer.uint32(16).uint32(message.guestPort);
+    }
+    if (message.hostPort !== 0) {
+      writer.uint32(24).uint32(message.hostPort);
+    }
+    if (message.protocol !== "") {
+      writer.uint32(34).string(message.protocol);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkloadPort {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkloadPort();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.guestPort = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.hostPort = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.protocol = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WorkloadPort {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      guestPort: isSet(object.guestPort)
+        ? globalThis.Number(object.guestPort)
+        : isSet(object.guest_port)
+        ? globalThis.Number(object.guest_port)
+        : 0,
+      hostPort: isSet(object.hostPort)
+        ? globalThis.Number(object.hostPort)
+        : isSet(object.host_port)
+        ? globalThis.Number(object.host_port)
+        : 0,
+      protocol: isSet(object.protocol) ? globalThis.String(object.protocol) : "",
+    };
+  },
+
+  toJSON(message: WorkloadPort): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.guestPort !== 0) {
+      obj.guestPort = Math.round(message.guestPort);
+    }
+    if (message.hostPort !== 0) {
+      obj.hostPort = Math.round(message.hostPort);
+    }
+    if (message.protocol !== "") {
+      obj.protocol = message.protocol;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WorkloadPort>): WorkloadPort {
+    return WorkloadPort.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkloadPort>): WorkloadPort {
+    const message = createBaseWorkloadPort();
+    message.name = object.name ?? "";
+    message.guestPort = object.guestPort ?? 0;
+    message.hostPort = object.hostPort ?? 0;
+    message.protocol = object.protocol ?? "";
     return message;
   },
 };
