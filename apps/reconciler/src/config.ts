@@ -1,5 +1,6 @@
 import { address, ConfigError, int, loadConfig, oneOf, optionalStr, port, str, url, type ConfigOf, type Env } from '@corral/config';
 import { natsNamespaceConfigSchema, natsTlsConfigProblems, natsTlsConfigSchema } from '@corral/events';
+import { agentTlsConfigProblems, agentTlsConfigSchema } from '@corral/grpc';
 
 export const reconcilerConfigSchema = {
   grpcHost: str('RECONCILER_GRPC_HOST', { default: '127.0.0.1' }),
@@ -30,24 +31,17 @@ export const reconcilerConfigSchema = {
   schedulerCallDeadlineMs: int('SCHEDULER_CALL_DEADLINE_MS', { default: 60_000, min: 100 }),
   // The reconciler's control-plane certificate for mutual TLS with agents
   // (all three or none; `corral tls cert create --service reconciler`).
-  agentTlsCaFile: optionalStr('AGENT_TLS_CA_FILE'),
-  agentTlsCertFile: optionalStr('AGENT_TLS_CERT_FILE'),
-  agentTlsKeyFile: optionalStr('AGENT_TLS_KEY_FILE'),
+  ...agentTlsConfigSchema,
   logLevel: oneOf('LOG_LEVEL', ['error', 'warn', 'info', 'debug'] as const, { default: 'info' }),
 };
 
 export type ReconcilerConfig = ConfigOf<typeof reconcilerConfigSchema>;
 
-const AGENT_TLS_VARIABLES = ['AGENT_TLS_CA_FILE', 'AGENT_TLS_CERT_FILE', 'AGENT_TLS_KEY_FILE'] as const;
-
 export function loadReconcilerConfig(env: Env = process.env): ReconcilerConfig {
   const config = loadConfig(reconcilerConfigSchema, env);
   const natsTlsProblems = natsTlsConfigProblems(config);
   if (natsTlsProblems.length > 0) throw new ConfigError(natsTlsProblems);
-  const files = [config.agentTlsCaFile, config.agentTlsCertFile, config.agentTlsKeyFile];
-  if (files.some((f) => f !== undefined) && files.some((f) => f === undefined)) {
-    const missing = AGENT_TLS_VARIABLES.filter((_, i) => files[i] === undefined);
-    throw new ConfigError([`${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} required when any of ${AGENT_TLS_VARIABLES.join(', ')} is set`]);
-  }
+  const agentTlsProblems = agentTlsConfigProblems(config);
+  if (agentTlsProblems.length > 0) throw new ConfigError(agentTlsProblems);
   return config;
 }

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { applyMigrations, createPrismaClient, openSessionLock } from '@corral/db';
 import { connectEventBus, natsTlsOf } from '@corral/events';
-import { controlPlaneServiceCredentials, createClient, startGrpcServer } from '@corral/grpc';
+import { controlPlaneServiceCredentials, createClient, loadAgentTlsMaterial, startGrpcServer } from '@corral/grpc';
 import { createLogger, type Logger } from '@corral/logging';
 import { hostRegistryV1, schedulerV1 } from '@corral/proto';
 import { AuditRecorder } from './audit/audit-recorder';
@@ -9,7 +9,6 @@ import type { ReconcilerConfig } from './config';
 import { Executor } from './execute/executor';
 import { RECONCILER_LOCK_KEY, ReconcilerLeadership } from './leadership/reconciler-leadership';
 import { AgentClients } from './observe/agent-clients';
-import { loadAgentTlsMaterial } from './observe/agent-tls';
 import { Observer } from './observe/observer';
 import { ReconcileLoop } from './reconcile-loop';
 

@@ -1,5 +1,6 @@
 import { address, bool, ConfigError, int, loadConfig, oneOf, optionalStr, port, str, url, type ConfigOf, type Env } from '@corral/config';
 import { natsNamespaceConfigSchema, natsTlsConfigProblems, natsTlsConfigSchema } from '@corral/events';
+import { agentTlsConfigProblems, agentTlsConfigSchema } from '@corral/grpc';
 
 export const schedulerConfigSchema = {
   grpcHost: str('SCHEDULER_GRPC_HOST', { default: '127.0.0.1' }),
@@ -19,9 +20,7 @@ export const schedulerConfigSchema = {
   // The scheduler's control-plane certificate for mutual TLS with agents
   // (all three or none; `corral tls cert create --service scheduler`).
   // Without them agents are called in plaintext.
-  agentTlsCaFile: optionalStr('AGENT_TLS_CA_FILE'),
-  agentTlsCertFile: optionalStr('AGENT_TLS_CERT_FILE'),
-  agentTlsKeyFile: optionalStr('AGENT_TLS_KEY_FILE'),
+  ...agentTlsConfigSchema,
   defaultStopTimeoutSeconds: int('DEFAULT_STOP_TIMEOUT_SECONDS', { default: 10, min: 0, max: 3600 }),
   // How hosts are chosen when a request does not say (see ARCHITECTURE.md,
   // Placement): round-robin keeps spreading workloads that declare no
@@ -33,16 +32,11 @@ export const schedulerConfigSchema = {
 
 export type SchedulerConfig = ConfigOf<typeof schedulerConfigSchema>;
 
-export const AGENT_TLS_VARIABLES = ['AGENT_TLS_CA_FILE', 'AGENT_TLS_CERT_FILE', 'AGENT_TLS_KEY_FILE'] as const;
-
 export function loadSchedulerConfig(env: Env = process.env): SchedulerConfig {
   const config = loadConfig(schedulerConfigSchema, env);
   const natsTlsProblems = natsTlsConfigProblems(config);
   if (natsTlsProblems.length > 0) throw new ConfigError(natsTlsProblems);
-  const files = [config.agentTlsCaFile, config.agentTlsCertFile, config.agentTlsKeyFile];
-  if (files.some((f) => f !== undefined) && files.some((f) => f === undefined)) {
-    const missing = AGENT_TLS_VARIABLES.filter((_, i) => files[i] === undefined);
-    throw new ConfigError([`${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} required when any of ${AGENT_TLS_VARIABLES.join(', ')} is set`]);
-  }
+  const agentTlsProblems = agentTlsConfigProblems(config);
+  if (agentTlsProblems.length > 0) throw new ConfigError(agentTlsProblems);
   return config;
 }

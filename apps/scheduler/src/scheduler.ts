@@ -1,10 +1,9 @@
 import { applyMigrations, createPrismaClient } from '@corral/db';
 import { connectEventBus, CredentialRefusalNotifier, natsTlsOf } from '@corral/events';
-import { controlPlaneServiceCredentials, startGrpcServer } from '@corral/grpc';
+import { controlPlaneServiceCredentials, loadAgentTlsMaterial, startGrpcServer } from '@corral/grpc';
 import { createLogger, type Logger } from '@corral/logging';
 import { schedulerV1 } from '@corral/proto';
 import { AgentPool } from './agents/agent-pool';
-import { loadAgentTlsMaterial } from './agents/agent-tls';
 import type { SchedulerConfig } from './config';
 import { hostRegistryJwks, hostTokenVerifier } from './events/host-registry-jwks';
 import { applyWorkloadStateEvents, knownHostVia, recordedHostOf } from './events/workload-state-events';

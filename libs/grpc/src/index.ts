@@ -19,3 +19,5 @@ export { AsyncQueue, type QueueFlowControl } from './common/async-queue';
 export * from './streams/forward-to-call';
 export * from './streams/messages-of';
 export * from './streams/request-streams';
+export * from './agents/agent-channels';
+export * from './agents/agent-tls';

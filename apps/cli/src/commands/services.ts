@@ -136,23 +136,21 @@ export function registerServices(program: Command, session: Session): void {
       );
     });
 
-  service
-    .command('stop')
-    .description('stop every instance (the service and its definition stay)')
-    .argument('<name>', 'the service')
-    .action(async (name: string, _options: unknown, command: Command) => {
-      const res = await session.client(command).stopService({ name });
-      session.printer(command).result(serviceJson(res.service as schedulerV1.Service), renderService);
-    });
-
-  service
-    .command('rm')
-    .description('undeploy: stop and tear down every instance, mark the service removed')
-    .argument('<name>', 'the service')
-    .action(async (name: string, _options: unknown, command: Command) => {
-      const res = await session.client(command).undeployService({ name });
-      session.printer(command).result(serviceJson(res.service as schedulerV1.Service), renderService);
-    });
+  // Commands that take the service's name and answer with the service.
+  const byName = [
+    { verb: 'stop', description: 'stop every instance (the service and its definition stay)', call: 'stopService' },
+    { verb: 'rm', description: 'undeploy: stop and tear down every instance, mark the service removed', call: 'undeployService' },
+  ] as const;
+  for (const { verb, description, call } of byName) {
+    service
+      .command(verb)
+      .description(description)
+      .argument('<name>', 'the service')
+      .action(async (name: string, _options: unknown, command: Command) => {
+        const res = await session.client(command)[call]({ name });
+        session.printer(command).result(serviceJson(res.service as schedulerV1.Service), renderService);
+      });
+  }
 
   service
     .command('purge')

@@ -1,10 +1,9 @@
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { TlsMaterial } from '@corral/grpc';
+import { loadAgentTlsMaterial, type TlsMaterial } from '@corral/grpc';
 import { CertificateAuthority, createCertificateAuthority, createCertificateRequest, generateKeyPair } from '@corral/pki';
 import { AgentClients } from './agent-clients';
-import { loadAgentTlsMaterial } from './agent-tls';
 
 // The reconciler's AGENT_TLS_* files re-issued while it runs: the next call
 // to an agent goes over a new channel made with the new certificate; the

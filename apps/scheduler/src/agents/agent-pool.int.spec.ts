@@ -1,13 +1,12 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { controlPlaneOnly, implementUnary, mutualTlsServerCredentials, RotatingCertificateProvider, startGrpcServer, type RunningGrpcServer, type TlsMaterial } from '@corral/grpc';
+import { controlPlaneOnly, implementUnary, loadAgentTlsMaterial, mutualTlsServerCredentials, RotatingCertificateProvider, startGrpcServer, type RunningGrpcServer, type TlsMaterial } from '@corral/grpc';
 import { silentLogger } from '@corral/logging';
 import { CertificateAuthority, createCertificateAuthority, createCertificateRequest, generateKeyPair, type TlsIdentity } from '@corral/pki';
 import { agentV1 } from '@corral/proto';
 import { loadSchedulerConfig } from '../config';
 import { AgentPool } from './agent-pool';
-import { loadAgentTlsMaterial } from './agent-tls';
 
 // The scheduler's side of mutual TLS: a real TLS agent stand-in (only the
 // control plane may call it) and the pool holding the scheduler's
