@@ -53,6 +53,8 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
     onConnectionError: (err) => logger.warn('database connection error', { err }),
   });
   const cleanups: (() => Promise<void> | void)[] = [() => prisma.$disconnect()];
+  // One store for REST and the public gRPC API: a key is the caller's, whichever way it came.
+  const idempotency = prismaIdempotencyStore(prisma);
   const runCleanups = async () => {
     for (const cleanup of cleanups.splice(0).reverse()) {
       try {
@@ -126,7 +128,7 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
       uploadTimeoutMs: config.uploadTimeoutMs,
       services,
       events,
-      idempotency: prismaIdempotencyStore(prisma),
+      idempotency,
       readiness: async () => {
         const [database, schedulerUp, hostRegistryUp] = await Promise.all([
           prisma.$queryRaw`SELECT 1`.then(
@@ -149,7 +151,7 @@ export async function startGateway(config: GatewayConfig, options: GatewayOption
       host: config.grpcHost,
       port: config.grpcPort,
       logger,
-      services: [corralGrpcService(operations, logger, { fileMaxBytes: config.fileMaxBytes, images, imageMaxBytes: config.imageMaxBytes, services, events })],
+      services: [corralGrpcService(operations, logger, { fileMaxBytes: config.fileMaxBytes, images, imageMaxBytes: config.imageMaxBytes, services, events, idempotency })],
     });
     cleanups.push(() => grpc.stop());
 

@@ -83,11 +83,14 @@ export async function startScheduler(config: SchedulerConfig, logger: Logger = c
     services: [{ definition: schedulerV1.SchedulerServiceService, implementation: schedulerService(workloads, logger, { hosts, agents }, new ReconcilerRequests({ prisma, store, workloads, hosts, agents, logger }), { deployer, store: serviceStore }, new WorkloadMigration({ store, workloads, hosts, logger, stopTimeoutSeconds: config.defaultStopTimeoutSeconds })) }],
   });
   logger.info('scheduler listening', { address: server.address });
+  // Rollouts whose scheduler died are continued by whichever replica claims them first.
+  const stopWatchingRollouts = deployer.watchAbandoned();
   let stopped: Promise<void> | undefined;
   return {
     address: server.address,
     stop() {
       stopped ??= (async () => {
+        stopWatchingRollouts();
         await server.stop();
         stateChanges.unsubscribe();
         await bus.drain().catch(() => bus.close());

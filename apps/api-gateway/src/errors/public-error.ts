@@ -45,6 +45,9 @@ export function clientFacing(code: ErrorCode): ClientFacing {
 /** The field the scheduler sets on a nothing-fits FailedPrecondition (apps/scheduler/src/placement). */
 export const NO_FIT_FIELD = 'placement';
 
+/** The field the gRPC Idempotency-Key refusals name (operations/idempotent-calls.ts); their text is the gateway's own. */
+export const IDEMPOTENCY_KEY_FIELD = 'idempotency-key';
+
 /** The field the scheduler sets on a FailedPrecondition about a service deploy (apps/scheduler/src/services). */
 export const SERVICE_STATE_FIELD = 'service';
 
@@ -74,6 +77,10 @@ export function toPublicError(err: unknown): PublicError {
     // The scheduler's own words about the caller's service (a rollout in
     // progress, a secret it cannot resolve yet): names and ids only.
     return { code, httpStatus: facing.httpStatus, message: err.message, field: SERVICE_STATE_FIELD };
+  }
+  if (code === 'CONFLICT' && isCorralError(err) && err.field === IDEMPOTENCY_KEY_FIELD && err.message) {
+    // A key still in flight (ABORTED over gRPC): our own fixed text naming the key, so the caller knows to retry.
+    return { code, httpStatus: facing.httpStatus, message: err.message, field: IDEMPOTENCY_KEY_FIELD };
   }
   if (err instanceof HostInUseError) {
     // Our own text, built from ids only, so it may reach the client.

@@ -18,6 +18,8 @@ import { createImageOperations, type ImageOperations } from '../operations/image
 import { progressMessagesOf } from '../operations/progress-events';
 import { createServiceOperations, type ServiceOperations } from '../operations/service-operations';
 import { createEventOperations, type EventFilter, type EventOperations, type EventView } from '../operations/event-operations';
+import { memoryIdempotencyStore, type IdempotencyStore } from '../operations/idempotency-store';
+import { IDEMPOTENCY_METADATA_KEY, idempotencyKeyOf, idempotentCalls, type AnswerCodec } from '../operations/idempotent-calls';
 
 // The public gRPC adapter: corral.api.v1.CorralService over the same
 // operations as REST, authenticated by "authorization: Bearer <key>"
@@ -41,7 +43,7 @@ export const DEFAULT_FILE_MAX_BYTES = 256 * 1024 * 1024;
 export function corralGrpcService(
   operations: CorralOperations,
   logger: Logger,
-  options: { fileMaxBytes?: number; images?: ImageOperations; imageMaxBytes?: number; services?: ServiceOperations; events?: EventOperations } = {},
+  options: { fileMaxBytes?: number; images?: ImageOperations; imageMaxBytes?: number; services?: ServiceOperations; events?: EventOperations; idempotency?: IdempotencyStore } = {},
 ): ServiceRegistration {
   const fileMaxBytes = options.fileMaxBytes ?? DEFAULT_FILE_MAX_BYTES;
   const images = options.images ?? createImageOperations(undefined);
@@ -52,6 +54,13 @@ export function corralGrpcService(
     caller: await operations.authenticate(authorizationOf(ctx)),
     signal: ctx.signal,
   });
+  // Idempotency-Key (metadata `idempotency-key`) on the calls REST takes it on, over REST's store.
+  const calls = idempotentCalls(options.idempotency ?? memoryIdempotencyStore(), logger);
+  const once = async <T>(ctx: CallContext, request: unknown, codec: AnswerCodec<T>, call: (context: OperationContext) => Promise<T>): Promise<T> => {
+    const key = idempotencyKeyOf(ctx.metadata.get(IDEMPOTENCY_METADATA_KEY));
+    const context = await authenticated(ctx);
+    return calls.once(context.caller, key, ctx.method, request, codec, () => call(context));
+  };
 
   const handlers: Handlers = {
     async listEvents(request, ctx) {
@@ -76,7 +85,7 @@ export function corralGrpcService(
     },
     async createWorkload(request, ctx) {
       const spec = { name: request.name, driver: request.driver, command: request.command, env: request.env, ...workloadExtrasFromWire(request) };
-      return { workload: await operations.createWorkload(await authenticated(ctx), spec) };
+      return once(ctx, request, apiV1.CreateWorkloadResponse, async (context) => ({ workload: await operations.createWorkload(context, spec) }));
     },
     async getWorkload(request, ctx) {
       return { workload: await operations.getWorkload(await authenticated(ctx), request.id) };
@@ -151,8 +160,10 @@ export function corralGrpcService(
     },
     async deployService(request, ctx) {
       // The public API answers once the rollout has started; follow it with GetService.
-      const outcome = await services.deployService(await authenticated(ctx), request.definitionToml);
-      return { service: outcome.service, deployment: outcome.deployment, plan: outcome.plan };
+      return once(ctx, request, apiV1.DeployServiceResponse, async (context) => {
+        const outcome = await services.deployService(context, request.definitionToml);
+        return { service: outcome.service, deployment: outcome.deployment, plan: outcome.plan };
+      });
     },
     async getService(request, ctx) {
       return { service: await services.getService(await authenticated(ctx), request.name) };
@@ -161,13 +172,13 @@ export function corralGrpcService(
       return { services: await services.listServices(await authenticated(ctx)) };
     },
     async stopService(request, ctx) {
-      return { service: await services.stopService(await authenticated(ctx), request.name) };
+      return once(ctx, request, apiV1.StopServiceResponse, async (context) => ({ service: await services.stopService(context, request.name) }));
     },
     async undeployService(request, ctx) {
-      return { service: await services.undeployService(await authenticated(ctx), request.name) };
+      return once(ctx, request, apiV1.UndeployServiceResponse, async (context) => ({ service: await services.undeployService(context, request.name) }));
     },
     async purgeComponents(request, ctx) {
-      return services.purgeComponents(await authenticated(ctx), request.name, request.dryRun);
+      return once(ctx, request, apiV1.PurgeComponentsResponse, (context) => services.purgeComponents(context, request.name, request.dryRun));
     },
   };
 

@@ -55,6 +55,8 @@ export interface ServiceDeployerDeps {
   logger: Logger;
   clock?: Clock;
   stopTimeoutSeconds?: number;
+  /** A running rollout untouched this long is taken over by another replica (it touches its row every third of it). */
+  rolloutLeaseMs?: number;
 }
 
 export interface DeployResult {
@@ -78,6 +80,8 @@ const STARTING_POLL_MS = 250;
 const PLACEMENT_RETRY_MS = 1000;
 /** Without a health check, an instance must be seen running twice this far apart (it did not exit at once). */
 const NO_CHECK_SETTLE_MS = 1000;
+/** A rollout's lease: three missed heartbeats and another scheduler replica takes it over. */
+export const DEFAULT_ROLLOUT_LEASE_MS = 30_000;
 
 interface RolloutContext {
   service: ServiceRow;
@@ -130,9 +134,11 @@ const slot = (component: string, index: number) => `${component}[${index}]`;
 export class ServiceDeployer {
   private readonly clock: Clock;
   private readonly rollouts = new Map<string, Promise<void>>();
+  private readonly leaseMs: number;
 
   constructor(private readonly deps: ServiceDeployerDeps) {
     this.clock = deps.clock ?? realClock;
+    this.leaseMs = deps.rolloutLeaseMs ?? DEFAULT_ROLLOUT_LEASE_MS;
   }
 
   /** What deploying `toml` would change; nothing is recorded. */
@@ -163,13 +169,48 @@ export class ServiceDeployer {
     const begun = await this.deps.store.beginDeployment(teamId, definition, toml, definitionDigest(definition));
     this.deps.logger.info('service rollout started', { service: definition.name, serviceId: begun.service.id, deploymentId: begun.deployment.id, from: currentVersion, to: begun.version.version });
     const context: RolloutContext = { service: begun.service, deploymentId: begun.deployment.id, teamId };
-    const run = this.execute(context, begun.version.version, begun.previousVersion)
-      .catch((err) => this.deps.logger.error('service rollout crashed', { serviceId: begun.service.id, deploymentId: begun.deployment.id, err }))
-      .finally(() => this.rollouts.delete(begun.deployment.id));
-    this.rollouts.set(begun.deployment.id, run);
+    const run = this.launch(context, begun.version.version, begun.previousVersion);
     if (options.wait) await run;
     const service = await this.deps.store.find(teamId, definition.name);
     return { service, deployment: await this.deps.store.latestDeployment(service.id), plan };
+  }
+
+  /**
+   * Continues the rollouts whose scheduler went away (lease expired), each
+   * claimed by exactly one replica. The plan is recomputed from the target
+   * definition and the live instances, so what the dead process finished is
+   * kept and what it left half-done is redone or removed.
+   */
+  async resumeAbandoned(): Promise<string[]> {
+    const claimed = await this.deps.store.claimAbandonedRollouts(this.leaseMs);
+    for (const deployment of claimed) {
+      if (this.rollouts.has(deployment.id)) continue;
+      const context: RolloutContext = { service: deployment.service, deploymentId: deployment.id, teamId: deployment.service.teamId };
+      this.deps.logger.warn('service rollout taken over', { serviceId: deployment.serviceId, deploymentId: deployment.id, from: deployment.fromVersion, to: deployment.toVersion });
+      await this.event(context, `taken over by another scheduler (the previous one stopped moving); resuming the rollout to version ${deployment.toVersion}`);
+      // Intent rows the dead process wrote but never sent to an agent: failed, so the recomputed plan replaces them.
+      for (const row of await this.deps.store.instances(deployment.serviceId)) {
+        if (row.state === 'pending') await this.deps.workloads.abandonRecorded(row.id, 'its rollout was taken over before it was started');
+      }
+      void this.launch(context, deployment.toVersion, deployment.fromVersion, { resumed: true });
+    }
+    return claimed.map((d) => d.id);
+  }
+
+  /** Sweeps for abandoned rollouts now and every `intervalMs`; the returned function stops it. */
+  watchAbandoned(intervalMs = this.leaseMs / 3): () => void {
+    let sweeping = false;
+    const sweep = () => {
+      if (sweeping) return;
+      sweeping = true;
+      this.resumeAbandoned()
+        .catch((err) => this.deps.logger.error('sweeping for abandoned rollouts failed', { err }))
+        .finally(() => (sweeping = false));
+    };
+    sweep();
+    const timer = setInterval(sweep, intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
   }
 
   /** Resolves once every rollout this process runs has ended (for tests and shutdown). */
@@ -243,6 +284,23 @@ export class ServiceDeployer {
 
   // -------------------------------------------------------------------------
 
+  /** Runs a rollout in the background, keeping its lease while it runs. */
+  private launch(context: RolloutContext, targetVersion: number, previousVersion: number, options: { resumed?: boolean } = {}): Promise<void> {
+    // Health waits and placement retries can go long without progress: the heartbeat keeps the row fresh regardless.
+    const heartbeat = setInterval(() => {
+      this.deps.store.touchRollout(context.deploymentId).catch((err) => this.deps.logger.warn('rollout heartbeat failed', { deploymentId: context.deploymentId, err }));
+    }, Math.max(1, Math.floor(this.leaseMs / 3)));
+    heartbeat.unref();
+    const run = this.execute(context, targetVersion, previousVersion, options.resumed ?? false)
+      .catch((err) => this.deps.logger.error('service rollout crashed', { serviceId: context.service.id, deploymentId: context.deploymentId, err }))
+      .finally(() => {
+        clearInterval(heartbeat);
+        this.rollouts.delete(context.deploymentId);
+      });
+    this.rollouts.set(context.deploymentId, run);
+    return run;
+  }
+
   private authorize(teamId: string | null, definition: ServiceDefinition): void {
     for (const [i, c] of definition.components.entries()) {
       if (teamId !== null && c.placement.team !== undefined && c.placement.team !== teamId) {
@@ -268,8 +326,8 @@ export class ServiceDeployer {
   }
 
   /** The whole rollout, with the revert decision and the final records. */
-  private async execute(context: RolloutContext, targetVersion: number, previousVersion: number): Promise<void> {
-    const outcome = await this.rollTo(context, targetVersion).catch((err): BatchOutcome | { ok: false; reason: string; component?: undefined } => ({
+  private async execute(context: RolloutContext, targetVersion: number, previousVersion: number, resumed: boolean): Promise<void> {
+    const outcome = await this.rollTo(context, targetVersion, resumed).catch((err): BatchOutcome | { ok: false; reason: string; component?: undefined } => ({
       ok: false,
       reason: isCorralError(err) ? err.message : 'internal error',
     }));
@@ -302,8 +360,13 @@ export class ServiceDeployer {
     }
   }
 
-  /** Brings the service's instances to `version`: adopt, health-gated batches, removals. */
-  private async rollTo(context: RolloutContext, version: number): Promise<BatchOutcome> {
+  /**
+   * Brings the service's instances to `version`: adopt, health-gated batches,
+   * removals. `resumed` (taken over from a dead scheduler): the instances of
+   * `version` it had started are health-checked again before anything else,
+   * since whether they passed died with it.
+   */
+  private async rollTo(context: RolloutContext, version: number, resumed = false): Promise<BatchOutcome> {
     const { store } = this.deps;
     const serviceId = context.service.id;
     const target = await store.definition(serviceId, version);
@@ -327,6 +390,16 @@ export class ServiceDeployer {
     await this.event(context, `rolling to version ${version}: ${plan.adopt.length} kept, ${plan.batches.reduce((n, b) => n + b.length, 0)} to start in ${plan.batches.length} batch(es), ${plan.remove.length} to remove`, { addTotal: stepCount(plan) });
 
     const byName = new Map(target.components.map((c) => [c.name, c]));
+    if (resumed) {
+      const leaving = new Set([...plan.remove.map((r) => r.workloadId), ...plan.batches.flat().flatMap((b) => (b.kind === 'replace' ? [b.old] : []))]);
+      for (const i of instances) {
+        const component = byName.get(i.component);
+        if (!component || i.version !== version || leaving.has(i.workloadId) || !['provisioning', 'running', 'missing'].includes(i.state) || !i.hostId) continue;
+        const verdict = await this.awaitHealthy(i.workloadId, await this.deps.hosts.get(i.hostId), component);
+        if (verdict !== undefined) return { ok: false, component, reason: `${slot(i.component, i.index)}: ${i.workloadId} ${verdict}` };
+        await this.event(context, `${slot(i.component, i.index)}: ${i.workloadId} healthy (started before the takeover)`);
+      }
+    }
     for (const step of plan.adopt) {
       const c = byName.get(step.component) as ComponentDefinition;
       const m = membershipOf(serviceId, version, c, step.index);

@@ -172,6 +172,28 @@ export class ServiceStore {
     });
   }
 
+  /** Keeps a running rollout's lease: its row moved recently, so no other replica takes it over. */
+  async touchRollout(deploymentId: string): Promise<void> {
+    await this.prisma.deployment.updateMany({ where: { id: deploymentId, state: 'running' }, data: { updatedAt: new Date() } });
+  }
+
+  /**
+   * Takes over running rollouts whose lease ran out (not touched for
+   * `leaseMs`: their scheduler went away). Each is claimed by a guarded
+   * UPDATE that renews the lease only while it is still expired, so of
+   * replicas sweeping at the same moment exactly one wins a rollout.
+   */
+  async claimAbandonedRollouts(leaseMs: number): Promise<(DeploymentRow & { service: ServiceRow })[]> {
+    const expired = () => new Date(Date.now() - leaseMs);
+    const candidates = await this.prisma.deployment.findMany({ where: { state: 'running', updatedAt: { lt: expired() } }, include: { service: true }, orderBy: { createdAt: 'asc' } });
+    const claimed: (DeploymentRow & { service: ServiceRow })[] = [];
+    for (const candidate of candidates) {
+      const won = await this.prisma.deployment.updateMany({ where: { id: candidate.id, state: 'running', updatedAt: { lt: expired() } }, data: { updatedAt: new Date() } });
+      if (won.count === 1) claimed.push(candidate);
+    }
+    return claimed;
+  }
+
   /** Adds to a rollout's progress (and keeps it from looking stale). */
   async progress(deploymentId: string, change: { addTotal?: number; addDone?: number; event?: string }): Promise<void> {
     await this.prisma.$transaction(async (tx) => {

@@ -25,6 +25,7 @@ describeWithDatabase('WorkloadService', () => {
   const onAgent = new Map<string, { state: InstanceState; ports: agentV1.PortMapping[] }>();
   let pauseAnswer: 'ok' | 'cannot-pause' | 'not-found' = 'ok';
   const inspected: string[] = [];
+  const restored: agentV1.RestoreWorkloadRequest[] = [];
   const record = (spec: { workloadId: string; driver: string }, state: InstanceState, extra: Partial<agentV1.AgentWorkload> = {}) =>
     agentV1.AgentWorkload.fromPartial({ workloadId: spec.workloadId, driver: spec.driver, state, seq: ++seq, ...extra });
 
@@ -88,6 +89,12 @@ describeWithDatabase('WorkloadService', () => {
                 if (stopAnswer === 'not-found') throw new NotFoundError('no such workload');
                 return { workload: record({ workloadId: req.workloadId, driver: 'process' }, InstanceState.INSTANCE_STATE_STOPPED, { exited: true, exitCode: 143 }) };
               },
+              async restoreWorkload(req) {
+                const spec = agentV1.WorkloadSpec.fromPartial(req.spec ?? {});
+                restored.push(req);
+                onAgent.set(spec.workloadId, { state: InstanceState.INSTANCE_STATE_RUNNING, ports: [] });
+                return { workload: record(spec, InstanceState.INSTANCE_STATE_RUNNING) };
+              },
               async readLogs() {
                 return { data: Buffer.from('hello\n'), truncated: false };
               },
@@ -137,6 +144,32 @@ describeWithDatabase('WorkloadService', () => {
       message: expect.stringContaining('no online host can run driver "qemu"'),
     });
     expect(await db.prisma.workload.count()).toBe(before);
+  });
+
+  describe('restore', () => {
+    beforeEach(() => {
+      const h1 = hosts.find((h) => h.id === 'h-1');
+      if (h1) h1.agentAddress = agent.address;
+    });
+    it("places the restored workload on the snapshot's host through placement, then asks that host's agent", async () => {
+      const source = await service.create({ teamId: null, name: 'snap-src', driver: 'process', command: ['/bin/server'], resources: { vcpus: 1, memoryMb: 128 } });
+      const copy = await service.restore(source.id, null, 'snap-1');
+      expect(copy).toMatchObject({ hostId: source.hostId, state: 'running', name: 'snap-src-restored' });
+      const scheduled = await db.prisma.workloadEvent.findMany({ where: { workloadId: copy.id, type: 'scheduled' } });
+      expect(scheduled.map((e) => e.message)).toEqual([expect.stringContaining(`restored from snapshot snap-1 of ${source.id}`)]);
+      expect(restored.at(-1)).toMatchObject({ sourceWorkloadId: source.id, snapshotId: 'snap-1', spec: { workloadId: copy.id } });
+    });
+
+    it("refuses a restore the snapshot's host has no room for, naming the host, writing nothing and asking no agent", async () => {
+      // Over half the host's memory: the source fits, a copy beside it does not.
+      const source = await service.create({ teamId: null, name: 'snap-big', driver: 'process', command: ['/bin/server'], resources: { vcpus: 1, memoryMb: 40_000 } });
+      const before = await db.prisma.workload.count();
+      const asked = restored.length;
+      await expect(service.restore(source.id, null, 'snap-2')).rejects.toMatchObject({ name: 'FailedPreconditionError', field: 'placement', message: expect.stringContaining('the snapshot lives on one') });
+      expect(await db.prisma.workload.count()).toBe(before);
+      expect(restored).toHaveLength(asked);
+      await service.destroy(source.id, null, { force: true });
+    });
   });
 
   it('refuses invalid specs naming the field', async () => {

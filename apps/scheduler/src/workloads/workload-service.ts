@@ -199,7 +199,9 @@ export class WorkloadService {
   /**
    * A new workload started from a snapshot of `sourceId` on the snapshot's
    * host (the only place the snapshot exists): the source's spec under a new
-   * id, recorded as intent before the agent is asked, like create.
+   * id, placed through the PlacementService pinned to that host (its intent
+   * row written under the host's lock, so a restore cannot over-commit it),
+   * then the agent is asked, like create. A full host: FailedPrecondition.
    */
   async restore(sourceId: string, teamId: string | null, snapshotId: string, name?: string): Promise<WorkloadRow> {
     const source = await this.store.get(sourceId, teamId);
@@ -207,7 +209,14 @@ export class WorkloadService {
     const spec = specOfRow({ ...source, name: name || `${source.name}-restored`.slice(0, 63).replace(/-+$/, '') });
     const host = await this.hosts.get(source.hostId);
     const id = randomUUID();
-    await this.store.create(this.newRow(id, spec, source.teamId, host.id, `restored from snapshot ${snapshotId} of ${sourceId}, which lives on ${host.name}`));
+    const why = `restored from snapshot ${snapshotId} of ${sourceId}, which lives on ${host.name}`;
+    const plan = await this.placement.place([{ driver: spec.driver, teamId: source.teamId, resources: resourcesRequest(spec.resources), hostPin: host.id }], {
+      reservationKeys: [id],
+      commit: async (tx) => {
+        await this.store.create(this.newRow(id, spec, source.teamId, host.id, why), tx);
+      },
+    });
+    if (plan.unplaced.length > 0) throw noFitError(`the snapshot lives on ${host.name}: ${plan.unplaced[0].reason}`);
     await this.store.transition(id, ['pending'], 'provisioning', `restoring on ${host.name}`);
     try {
       const res = await this.agents.get(host).restoreWorkload({
