@@ -273,10 +273,14 @@ describeE2e('exec and files end to end', () => {
     expect(cliSnapshot.stdout).toMatch(/Snapshot:\s+snap-/);
     expect(cliSnapshot.stderr).toMatch(/MiB of .* MiB sent/);
 
-    // And a restore over REST: a third VM, running from that snapshot's memory, serving on a port of its own.
     const cliSnapshotId = /Snapshot:\s+(snap-\S+)/.exec(cliSnapshot.stdout)?.[1];
     expect(cliSnapshotId).toBeDefined();
-    const restRestore = await fetch(`${system.gatewayUrl}/v1/workloads/${copy.id}/snapshots/${cliSnapshotId}/restore`, {
+    // A restore is placed on the snapshot's host like any workload, and a 2-core host has room for two 1-vCPU
+    // VMs: the CLI's copy stops first.
+    await api('DELETE', `/v1/workloads/${copy.id}`);
+
+    // And a restore over REST: another VM, running from that snapshot's memory, serving on a port of its own.
+    const restRestore = await fetch(`${system.gatewayUrl}/v1/workloads/${id}/snapshots/${result.snapshotId}/restore`, {
       method: 'POST',
       headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
       body: JSON.stringify({ name: 'snap-vm-rest-copy' }),
