@@ -1,6 +1,7 @@
 export * from './ports';
 export * from './processes';
 export * from './database';
+export { describeIfAvailable } from './describe-if-available';
 export * from './nats';
 export * from './images/busybox-image';
 export * from './images/microvm-image';

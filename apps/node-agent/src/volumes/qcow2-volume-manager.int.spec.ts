@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createExecutor, execErrorFromResult, resolveProgram, type Command, type Executor } from '@corral/exec';
 import { silentLogger } from '@corral/logging';
+import { describeIfAvailable } from '@corral/testing';
 import { Qcow2VolumeManager } from './qcow2-volume-manager';
 import { qemuImgInfo } from './qemu-img';
 
@@ -14,12 +15,7 @@ const qemuImg = resolveProgram('qemu-img', process.env.PATH);
 const qemuIo = resolveProgram('qemu-io', process.env.PATH);
 
 function describeWithQemuImg(name: string, fn: () => void): void {
-  if (qemuImg) {
-    describe(name, fn);
-    return;
-  }
-  console.log(`[skip] ${name}: qemu-img is not installed (Debian package qemu-utils)`);
-  describe.skip(name, fn);
+  describeIfAvailable(name, qemuImg ? undefined : 'qemu-img is not installed (Debian package qemu-utils)', fn);
 }
 
 /** `qemu-io -f qcow2 -c "write -P 0xab OFFSET LENGTH" FILE`: guest-style writes into an image, for tests. */

@@ -1,17 +1,10 @@
-import {
-  FailedPreconditionError,
-  isCorralError,
-  validateWorkloadSpec,
-  workloadExtrasToWire,
-  type WorkloadSpec,
-  type WorkloadSpecInput,
-} from '@corral/domain';
+import { FailedPreconditionError, isCorralError, workloadExtrasToWire } from '@corral/domain';
 import type { PrismaClient, Workload as WorkloadRow } from '@corral/db';
 import type { Logger } from '@corral/logging';
 import type { AgentPool } from '../agents/agent-pool';
 import type { HostDirectory } from '../hosts/host-directory';
 import { reportFromAgent, workloadLabels, type WorkloadService } from '../workloads/workload-service';
-import { routesOf, type ServiceMembership, type WorkloadStore } from '../workloads/workload-store';
+import { membershipOfRow, specOfRow, type WorkloadStore } from '../workloads/workload-store';
 
 // The actions the reconciler asks of the scheduler (which owns workload
 // lifecycles): resume a teardown, restart on the same host, replace on
@@ -99,7 +92,7 @@ export class ReconcilerRequests {
       } catch (err) {
         if (!(isCorralError(err) && err.code === 'NOT_FOUND')) throw err;
         await prisma.workload.updateMany({ where: { id, state: 'provisioning' }, data: { stateSeq: 0n } });
-        const spec = specOf(row);
+        const spec = specOfRow(row);
         const res = await agent.startWorkload({
           spec: { workloadId: id, name: spec.name, driver: spec.driver, command: spec.command, env: spec.env, labels: workloadLabels(id, row.teamId), ...workloadExtrasToWire(spec) },
         });
@@ -127,8 +120,8 @@ export class ReconcilerRequests {
     const retiredReason = `replaced by the reconciler: ${reason}`;
     let replacement: WorkloadRow;
     try {
-      replacement = await workloads.placeAndStart(specOf(old), old.teamId, {
-        membership: membershipOf(old),
+      replacement = await workloads.placeAndStart(specOfRow(old), old.teamId, {
+        membership: membershipOfRow(old),
         why: `replaces ${id} (${reason})`,
         alsoRecord: async (tx, newId) => {
           const count = await tx.$executeRawUnsafe(RETIRE_REPLACED_SQL, id, `${retiredReason}; replacement ${newId}`, BigInt(epoch).toString());
@@ -146,29 +139,3 @@ export class ReconcilerRequests {
   }
 }
 
-/** The stored spec of a workload, validated again like a create. */
-function specOf(row: WorkloadRow): WorkloadSpec {
-  return validateWorkloadSpec({
-    name: row.name,
-    driver: row.driver,
-    command: (row.command ?? []) as string[],
-    env: (row.env ?? {}) as Record<string, string>,
-    image: row.image ?? undefined,
-    resources: Object.keys((row.resources ?? {}) as object).length > 0 ? (row.resources as WorkloadSpecInput['resources']) : undefined,
-    routes: routesOf(row),
-    vm: (row.vm ?? undefined) as WorkloadSpecInput['vm'],
-  });
-}
-
-function membershipOf(row: WorkloadRow): ServiceMembership | undefined {
-  if (!row.serviceId || !row.componentName) return undefined;
-  const policy = (row.restartPolicy ?? {}) as Partial<ServiceMembership['restartPolicy']>;
-  return {
-    serviceId: row.serviceId,
-    componentName: row.componentName,
-    serviceVersion: row.serviceVersion ?? 0,
-    instanceIndex: row.instanceIndex ?? 0,
-    restartPolicy: { policy: policy.policy ?? 'never', maxAttempts: policy.maxAttempts ?? 0, delaySeconds: policy.delaySeconds ?? 0 },
-    ...(row.healthCheck ? { healthCheck: row.healthCheck as Record<string, unknown> } : {}),
-  };
-}

@@ -3,7 +3,7 @@ import type { Workload as WorkloadRow } from '@corral/db';
 import type { Logger } from '@corral/logging';
 import type { HostDirectory } from '../hosts/host-directory';
 import type { WorkloadService } from './workload-service';
-import { specOfRow, type ServiceMembership, type WorkloadStore } from './workload-store';
+import { membershipOfRow, specOfRow, type WorkloadStore } from './workload-store';
 
 // Drain that moves workloads away (Nomad's drain with migrate.max_parallel;
 // Kubernetes evicts and lets controllers replace): for each live workload of
@@ -54,20 +54,6 @@ export interface WorkloadMigrationDeps {
 const DEFAULT_READY_TIMEOUT_MS = 120_000;
 /** States a workload is moved from: it runs, or may, on the draining host. `stopping` is already going away. */
 const MOVABLE: ReadonlySet<InstanceState> = new Set(['pending', 'provisioning', 'running', 'paused', 'missing']);
-
-/** The service component slot a workload fills, to be copied onto its replacement. */
-export function membershipOfRow(row: WorkloadRow): ServiceMembership | undefined {
-  if (!row.serviceId || !row.componentName) return undefined;
-  const policy = (row.restartPolicy ?? {}) as Partial<ServiceMembership['restartPolicy']>;
-  return {
-    serviceId: row.serviceId,
-    componentName: row.componentName,
-    serviceVersion: row.serviceVersion ?? 0,
-    instanceIndex: row.instanceIndex ?? 0,
-    restartPolicy: { policy: policy.policy ?? 'never', maxAttempts: policy.maxAttempts ?? 0, delaySeconds: policy.delaySeconds ?? 0 },
-    ...(row.healthCheck ? { healthCheck: row.healthCheck as Record<string, unknown> } : {}),
-  };
-}
 
 /** Our own typed messages are safe to report; anything else is summarised. */
 function failureText(err: unknown): string {

@@ -219,6 +219,20 @@ export function specOfRow(row: WorkloadRow): WorkloadSpec {
   });
 }
 
+/** The service component slot a workload fills, to be copied onto its replacement. */
+export function membershipOfRow(row: WorkloadRow): ServiceMembership | undefined {
+  if (!row.serviceId || !row.componentName) return undefined;
+  const policy = (row.restartPolicy ?? {}) as Partial<ServiceMembership['restartPolicy']>;
+  return {
+    serviceId: row.serviceId,
+    componentName: row.componentName,
+    serviceVersion: row.serviceVersion ?? 0,
+    instanceIndex: row.instanceIndex ?? 0,
+    restartPolicy: { policy: policy.policy ?? 'never', maxAttempts: policy.maxAttempts ?? 0, delaySeconds: policy.delaySeconds ?? 0 },
+    ...(row.healthCheck ? { healthCheck: row.healthCheck as Record<string, unknown> } : {}),
+  };
+}
+
 export function workloadToProto(row: WorkloadRow): schedulerV1.Workload {
   const env = (row.env ?? {}) as Record<string, string>;
   const extras = workloadExtrasToWire({
